@@ -1,0 +1,533 @@
+//! The suggestion engine: which playbook fits a ticket, and how sure we are.
+//!
+//! Two kinds of evidence are combined in one linear model:
+//!
+//! - **rules** written by people: each playbook's regex `triggers` (weighted)
+//!   and precise `phrases`, run together as one [`RegexSet`];
+//! - **n-gram features** (see [`super::features`]) learned from the
+//!   playbooks' examples, the out-of-scope examples and labelled history.
+//!
+//! Rule hits enter the model as features too, so training learns how much
+//! to trust them; half the training copies hide them, so the n-gram weights
+//! still learn to stand on their own when no rule fires. The softmax over
+//! `none` + every playbook gives the confidence; the engine abstains when
+//! `none` wins or the best playbook is below [`SuggestOptions::threshold`].
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use aho_corasick::AhoCorasick;
+use serde::{Deserialize, Serialize};
+
+use crate::lang::Lang;
+use crate::redact::redact;
+
+use super::extract;
+use super::features::{self, Feature, Kind, Origin};
+use super::load::{NONE_ID, PlaybookSet};
+use super::model::{Example, Model, TrainConfig, softmax};
+use super::render::{self, RenderError};
+
+/// A ticket text with the playbook a person chose for it.
+///
+/// Used for imported history and, later, for resolved cases. `label` is a
+/// playbook id or `"none"` (no playbook fits).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Labelled {
+    pub text: String,
+    pub label: String,
+}
+
+/// How the engine decides to abstain.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SuggestOptions {
+    /// Minimum confidence (0..1) for suggesting a playbook; below it the
+    /// engine abstains. Tuned on the project's data: see the module docs of
+    /// `playbook` for the measured trade-off.
+    pub threshold: f32,
+}
+
+impl Default for SuggestOptions {
+    fn default() -> Self {
+        SuggestOptions { threshold: DEFAULT_THRESHOLD }
+    }
+}
+
+/// The default abstention threshold.
+pub const DEFAULT_THRESHOLD: f32 = 0.5;
+
+/// One candidate playbook and its confidence.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Ranked {
+    pub playbook: String,
+    pub confidence: f32,
+}
+
+/// What the engine thinks of one ticket.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Suggestion {
+    /// The suggested playbook, or `None` when the engine abstains.
+    pub playbook: Option<String>,
+    /// Probability (0..1) of the best playbook, also when abstaining.
+    pub confidence: f32,
+    /// Up to three playbooks, best first, present even when abstaining.
+    pub ranked: Vec<Ranked>,
+    /// The customer's language: picks the reply and checklist language.
+    pub lang: Lang,
+    /// Extracted template fields (built-ins, plus the suggested playbook's
+    /// own fields). Taken from redacted text: never a full card number.
+    pub fields: BTreeMap<String, String>,
+    /// Human explanation: rules that fired, strongest classifier features.
+    pub why: Vec<String>,
+}
+
+/// Training-time knobs that are not configuration: fixed by tuning.
+#[derive(Debug, Clone)]
+pub(crate) struct Tuning {
+    /// Weight of a playbook example relative to a history example.
+    pub(crate) example_weight: f32,
+    /// Weight of a playbook phrase used as a (short) training example.
+    pub(crate) phrase_weight: f32,
+    /// Exponent of the class-balancing factor (0 = none, 1 = full).
+    pub(crate) balance: f32,
+    /// Value of a phrase-hit feature.
+    pub(crate) phrase_value: f32,
+    /// Cap on the summed trigger weight of one playbook.
+    pub(crate) rule_cap: f32,
+    /// Scale of the trigger-hit feature (value = min(sum, cap) * scale).
+    pub(crate) rule_scale: f32,
+    /// Softmax temperature applied at suggestion time.
+    pub(crate) temperature: f32,
+    pub(crate) train: TrainConfig,
+}
+
+impl Default for Tuning {
+    fn default() -> Self {
+        Tuning {
+            example_weight: 2.0,
+            phrase_weight: 0.5,
+            balance: 0.5,
+            phrase_value: 1.0,
+            rule_cap: 5.0,
+            rule_scale: 0.4,
+            temperature: 1.0,
+            train: TrainConfig::default(),
+        }
+    }
+}
+
+/// One phrase of the set.
+#[derive(Debug, Clone)]
+struct PhraseTarget {
+    /// Class index (playbook index + 1).
+    class: usize,
+    /// The phrase as written, for explanations.
+    phrase: String,
+}
+
+/// Every trigger and phrase of the set.
+///
+/// Triggers run one by one: each regex alone keeps a small lazy DFA and a
+/// literal prefilter, while a `RegexSet` of all of them (with Unicode `.`
+/// repetitions) outgrows its DFA cache and falls back to the slow PikeVM.
+/// Phrases, being plain strings, all run in one Aho-Corasick pass.
+#[derive(Debug)]
+pub(crate) struct Rules {
+    /// (class, playbook trigger index) per entry of the flattened list.
+    triggers: Vec<(usize, usize)>,
+    phrases: AhoCorasick,
+    phrase_targets: Vec<PhraseTarget>,
+}
+
+/// Per-class rule evidence of one text.
+#[derive(Debug, Default, Clone)]
+pub(crate) struct RuleHits {
+    /// Summed trigger weight per class.
+    trigger: Vec<f32>,
+    /// Number of distinct phrases hit per class.
+    phrase: Vec<f32>,
+    /// Indices into [`Rules::triggers`] that matched.
+    matched_triggers: Vec<usize>,
+    /// Indices into [`Rules::phrase_targets`] that matched.
+    matched_phrases: Vec<usize>,
+}
+
+impl Rules {
+    pub(crate) fn build(set: &PlaybookSet) -> Rules {
+        let mut triggers = Vec::new();
+        let mut phrase_targets = Vec::new();
+        for (i, pb) in set.playbooks.iter().enumerate() {
+            triggers.extend((0..pb.triggers.len()).map(|t| (i + 1, t)));
+            phrase_targets.extend(
+                pb.phrases.iter().map(|p| PhraseTarget { class: i + 1, phrase: p.to_lowercase() }),
+            );
+        }
+        let phrases = AhoCorasick::builder()
+            .ascii_case_insensitive(true)
+            .build(phrase_targets.iter().map(|p| p.phrase.as_str()))
+            .expect("phrase automaton");
+        Rules { triggers, phrases, phrase_targets }
+    }
+
+    pub(crate) fn hits(&self, set: &PlaybookSet, text: &str, k: usize) -> RuleHits {
+        let mut h = RuleHits {
+            trigger: vec![0.0; k],
+            phrase: vec![0.0; k],
+            matched_triggers: Vec::new(),
+            matched_phrases: Vec::new(),
+        };
+        for (i, &(class, t)) in self.triggers.iter().enumerate() {
+            let trig = &set.playbooks[class - 1].triggers[t];
+            if trig.regex.is_match(text) {
+                h.trigger[class] += trig.weight;
+                h.matched_triggers.push(i);
+            }
+        }
+        for m in self.phrases.find_overlapping_iter(text) {
+            let i = m.pattern().as_usize();
+            if !h.matched_phrases.contains(&i) {
+                h.matched_phrases.push(i);
+                h.phrase[self.phrase_targets[i].class] += 1.0;
+            }
+        }
+        h
+    }
+}
+
+/// A trained suggestion engine for one playbook set. Immutable: reloads
+/// build a new one and swap it in (see [`super::watch::SharedEngine`]).
+#[derive(Debug)]
+pub struct Engine {
+    set: Arc<PlaybookSet>,
+    opts: SuggestOptions,
+    /// Kept so a playbook reload can retrain on the same history.
+    history: Arc<[Labelled]>,
+    /// Class names: `none`, then playbook ids in set order.
+    classes: Vec<String>,
+    rules: Rules,
+    model: Model,
+    tuning: Tuning,
+}
+
+impl Engine {
+    /// Trains an engine on the playbooks' examples and `history`.
+    ///
+    /// History entries whose label is neither `none` nor a playbook id are
+    /// skipped (use [`super::parse_history`] to report them).
+    pub fn build(set: Arc<PlaybookSet>, history: &[Labelled], opts: &SuggestOptions) -> Engine {
+        Self::build_tuned(set, history.into(), opts.clone(), Tuning::default())
+    }
+
+    /// Retrains for a new playbook set, keeping history and options.
+    pub fn rebuild(&self, set: Arc<PlaybookSet>) -> Engine {
+        Self::build_tuned(set, self.history.clone(), self.opts.clone(), self.tuning.clone())
+    }
+
+    /// The labelled history the engine was trained on.
+    pub fn history(&self) -> &[Labelled] {
+        &self.history
+    }
+
+    /// The options the engine was built with.
+    pub fn options(&self) -> &SuggestOptions {
+        &self.opts
+    }
+
+    /// The playbooks the engine suggests from.
+    pub fn playbooks(&self) -> &PlaybookSet {
+        &self.set
+    }
+
+    /// A shared handle to the playbook set.
+    pub fn playbook_set(&self) -> Arc<PlaybookSet> {
+        self.set.clone()
+    }
+
+    /// Class probabilities (`none` first, then playbooks in set order).
+    pub(crate) fn probabilities(&self, text: &str) -> Vec<f32> {
+        let text = redact(text);
+        let lang = detect_lang(&text);
+        let k = self.classes.len();
+        let hits = self.rules.hits(&self.set, &text, k);
+        let mut probs = vec![0f32; k];
+        features::with_scratch(|s| {
+            features::normalize_into(&text, &mut s.chars);
+            features::vectorize(&s.chars, &mut s.feats);
+            s.feats.push((lang_bucket(lang), 1.0));
+            push_rule_features(&hits, &self.tuning, &mut s.feats);
+            self.model.add_scores(&s.feats, &mut probs);
+        });
+        softmax(&mut probs, self.model.temperature);
+        probs
+    }
+
+    /// Class names, `none` first.
+    pub(crate) fn classes(&self) -> &[String] {
+        &self.classes
+    }
+
+    pub(crate) fn build_tuned(
+        set: Arc<PlaybookSet>,
+        history: Arc<[Labelled]>,
+        opts: SuggestOptions,
+        tuning: Tuning,
+    ) -> Engine {
+        let mut classes = vec![NONE_ID.to_string()];
+        classes.extend(set.ids().map(str::to_string));
+        let t0 = std::time::Instant::now();
+        let rules = Rules::build(&set);
+        eprintln!("rules {:?}", t0.elapsed());
+        let k = classes.len();
+        let class_of = |label: &str| classes.iter().position(|c| c == label);
+
+        // (text, class, weight) from every source.
+        let mut raw: Vec<(&str, usize, f32)> = Vec::new();
+        for (i, pb) in set.playbooks.iter().enumerate() {
+            for lang in Lang::ALL {
+                for ex in pb.examples.get(lang) {
+                    raw.push((ex, i + 1, tuning.example_weight));
+                }
+            }
+            for phrase in &pb.phrases {
+                raw.push((phrase, i + 1, tuning.phrase_weight));
+            }
+        }
+        for lang in Lang::ALL {
+            for ex in set.out_of_scope.examples.get(lang) {
+                raw.push((ex, 0, tuning.example_weight));
+            }
+        }
+        for h in history.iter() {
+            if let Some(c) = class_of(&h.label) {
+                raw.push((&h.text, c, 1.0));
+            }
+        }
+        // Balance classes: scale each by (mean class mass / class mass)^b.
+        let mut mass = vec![0f32; k];
+        for &(_, c, w) in &raw {
+            mass[c] += w;
+        }
+        let present = mass.iter().filter(|m| **m > 0.0).count().max(1);
+        let mean = mass.iter().sum::<f32>() / present as f32;
+        let factor: Vec<f32> = mass
+            .iter()
+            .map(|&m| if m > 0.0 { (mean / m).powf(tuning.balance) } else { 0.0 })
+            .collect();
+
+        let mut examples = Vec::with_capacity(raw.len() * 2);
+        let mut chars = Vec::new();
+        for &(text, class, w) in &raw {
+            let text = redact(text);
+            let mut feats = Vec::new();
+            features::normalize_into(&text, &mut chars);
+            features::vectorize(&chars, &mut feats);
+            feats.push((lang_bucket(detect_lang(&text)), 1.0));
+            let hits = rules.hits(&set, &text, k);
+            let weight = w * factor[class];
+            let mut with_rules = feats.clone();
+            push_rule_features(&hits, &tuning, &mut with_rules);
+            if with_rules.len() != feats.len() {
+                // Half the mass with the rule features, half without.
+                examples.push(Example { features: with_rules, class, weight: weight * 0.5 });
+                examples.push(Example { features: feats, class, weight: weight * 0.5 });
+            } else {
+                examples.push(Example { features: feats, class, weight });
+            }
+        }
+        eprintln!("feats {:?}", t0.elapsed());
+        let mut model = Model::train(&examples, k, &tuning.train);
+        eprintln!("train {:?}", t0.elapsed());
+        model.temperature = tuning.temperature;
+        Engine { set, opts, history, classes, rules, model, tuning }
+    }
+
+    /// Suggests a playbook for a ticket.
+    pub fn suggest(&self, text: &str) -> Suggestion {
+        let text = redact(text);
+        let lang = detect_lang(&text);
+        let k = self.classes.len();
+        let hits = self.rules.hits(&self.set, &text, k);
+        let mut probs = vec![0f32; k];
+        features::with_scratch(|s| {
+            features::normalize_into(&text, &mut s.chars);
+            features::vectorize(&s.chars, &mut s.feats);
+            s.feats.push((lang_bucket(lang), 1.0));
+            push_rule_features(&hits, &self.tuning, &mut s.feats);
+            self.model.add_scores(&s.feats, &mut probs);
+        });
+        softmax(&mut probs, self.model.temperature);
+
+        let mut order: Vec<usize> = (1..k).collect();
+        order.sort_by(|&a, &b| probs[b].total_cmp(&probs[a]).then(a.cmp(&b)));
+        let ranked: Vec<Ranked> = order
+            .iter()
+            .take(3)
+            .map(|&c| Ranked { playbook: self.classes[c].clone(), confidence: round4(probs[c]) })
+            .collect();
+        let best = order.first().copied();
+        let confidence = best.map_or(0.0, |c| round4(probs[c]));
+        let chosen = best.filter(|&c| probs[c] >= probs[0] && probs[c] >= self.opts.threshold);
+
+        let mut fields = BTreeMap::new();
+        extract::extract_builtin(&text, &mut fields);
+        if let Some(c) = chosen {
+            extract::extract_playbook_fields(&self.set.playbooks[c - 1], &text, &mut fields);
+        }
+        let why = self.explain(&text, &hits, &probs, best, chosen.is_some());
+        Suggestion {
+            playbook: chosen.map(|c| self.classes[c].clone()),
+            confidence,
+            ranked,
+            lang,
+            fields,
+            why,
+        }
+    }
+
+    /// Renders a playbook's reply draft.
+    pub fn render_reply(
+        &self,
+        playbook: &str,
+        lang: Lang,
+        fields: &BTreeMap<String, String>,
+        customer_name: Option<&str>,
+    ) -> Result<String, RenderError> {
+        render::render_reply(&self.set, playbook, lang, fields, customer_name)
+    }
+
+    /// Builds the `why` lines for a suggestion.
+    fn explain(
+        &self,
+        text: &str,
+        hits: &RuleHits,
+        probs: &[f32],
+        best: Option<usize>,
+        suggested: bool,
+    ) -> Vec<String> {
+        let mut why = Vec::new();
+        let Some(best) = best else {
+            why.push("no playbooks loaded".to_string());
+            return why;
+        };
+        if !suggested {
+            if probs[0] > probs[best] {
+                why.push(format!(
+                    "abstained: looks out of scope (none {:.2} > {} {:.2})",
+                    probs[0], self.classes[best], probs[best]
+                ));
+            } else {
+                why.push(format!(
+                    "abstained: best guess {} at {:.2} is below the threshold {:.2}",
+                    self.classes[best], probs[best], self.opts.threshold
+                ));
+            }
+        }
+        for &i in &hits.matched_triggers {
+            let (class, t) = self.rules.triggers[i];
+            let trig = &self.set.playbooks[class - 1].triggers[t];
+            let seen = trig.regex.find(text).map(|m| m.as_str()).unwrap_or_default();
+            why.push(format!(
+                "trigger of {} matched “{seen}” (weight {})",
+                self.classes[class], trig.weight
+            ));
+        }
+        for &i in &hits.matched_phrases {
+            let p = &self.rules.phrase_targets[i];
+            why.push(format!("phrase of {}: “{}”", self.classes[p.class], p.phrase));
+        }
+        let top = self.top_features(text, best, 4);
+        if !top.is_empty() {
+            why.push(format!("words pointing to {}: {}", self.classes[best], top.join(", ")));
+        }
+        why
+    }
+
+    /// The n-grams of `text` that push most towards `class`.
+    fn top_features(&self, text: &str, class: usize, n: usize) -> Vec<String> {
+        let mut chars = Vec::new();
+        features::normalize_into(text, &mut chars);
+        let mut scored: Vec<(f32, u32, Origin)> = Vec::new();
+        features::for_each_ngram(&chars, |h, o| {
+            let j = features::bucket(h);
+            // Evidence for `class` relative to the average class.
+            let row_mean = (0..self.model.k).map(|c| self.model.weight(j, c)).sum::<f32>()
+                / self.model.k as f32;
+            let s = self.model.weight(j, class) - row_mean;
+            if s > 0.0 {
+                scored.push((s, j, o));
+            }
+        });
+        scored.sort_by(|a, b| b.0.total_cmp(&a.0));
+        let mut seen = Vec::new();
+        let mut out = Vec::new();
+        for (_, j, o) in scored {
+            if seen.contains(&j) || o.kind == Kind::CharGram && out.len() >= 2 {
+                continue;
+            }
+            seen.push(j);
+            out.push(features::describe(&chars, &o));
+            if out.len() == n {
+                break;
+            }
+        }
+        out
+    }
+}
+
+fn push_rule_features(hits: &RuleHits, tuning: &Tuning, out: &mut Vec<Feature>) {
+    for c in 1..hits.trigger.len() {
+        if hits.trigger[c] > 0.0 {
+            let v = hits.trigger[c].min(tuning.rule_cap) * tuning.rule_scale;
+            out.push((features::synthetic(Kind::Rule, c as u64), v));
+        }
+        if hits.phrase[c] > 0.0 {
+            let v = hits.phrase[c].min(2.0) * tuning.phrase_value;
+            out.push((features::synthetic(Kind::Phrase, c as u64), v));
+        }
+    }
+}
+
+fn lang_bucket(lang: Lang) -> u32 {
+    features::synthetic(Kind::Lang, lang as u64)
+}
+
+fn round4(x: f32) -> f32 {
+    (x * 10_000.0).round() / 10_000.0
+}
+
+/// The language to answer in: Chinese when CJK characters carry the text,
+/// English otherwise.
+///
+/// Counting is enough for the clear cases (`我的card被decline了` is Chinese,
+/// `My transfer to 杭州 failed` is English); whatlang settles the close ones.
+pub fn detect_lang(text: &str) -> Lang {
+    let mut cjk = 0usize;
+    let mut words = 0usize;
+    let mut in_word = false;
+    for c in text.chars() {
+        if features::is_cjk(c) {
+            cjk += 1;
+            in_word = false;
+        } else if c.is_alphabetic() {
+            if !in_word {
+                words += 1;
+            }
+            in_word = true;
+        } else {
+            in_word = false;
+        }
+    }
+    if cjk == 0 {
+        return if words == 0 { Lang::default() } else { Lang::En };
+    }
+    if cjk >= words {
+        return Lang::Zh;
+    }
+    if cjk * 3 < words {
+        return Lang::En;
+    }
+    match whatlang::detect(text).map(|i| i.lang()) {
+        Some(whatlang::Lang::Cmn | whatlang::Lang::Jpn) => Lang::Zh,
+        _ => Lang::En,
+    }
+}

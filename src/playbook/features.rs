@@ -1,0 +1,320 @@
+//! Turning ticket text into hashed features.
+//!
+//! Customers write Chinese without spaces, English with typos, and both in
+//! one sentence. The text is normalised (full-width ASCII folded, lower
+//! case, every digit becomes `0`) and then split into runs:
+//!
+//! - a CJK run gives character 1-, 2- and 3-grams (no word segmenter: n-grams
+//!   are robust to new words and need no dictionary);
+//! - a word run (letters and digits) gives the word, the bigram with the
+//!   previous word, and character 3-grams of `<word>` so `paymnet` still
+//!   shares most features with `payment`.
+//!
+//! Features are hashed straight into a fixed table of [`DIM`] buckets: no
+//! vocabulary, no allocation per n-gram, and the same code path for training
+//! and for suggesting.
+
+use std::cell::RefCell;
+
+/// log2 of the number of hash buckets.
+pub(crate) const BITS: u32 = 18;
+/// Number of hash buckets (rows of the weight table).
+pub(crate) const DIM: usize = 1 << BITS;
+
+/// What a feature is made of; part of its hash and of its explanation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub(crate) enum Kind {
+    Cjk1 = 1,
+    Cjk2,
+    Cjk3,
+    Word,
+    WordPair,
+    CharGram,
+    /// Bias per reply language, so Chinese and English get their own priors.
+    Lang,
+    /// A playbook's triggers matched (value = summed weight).
+    Rule,
+    /// One of a playbook's precise phrases matched.
+    Phrase,
+}
+
+impl Kind {
+    /// Relative weight of the feature family before normalisation.
+    fn weight(self) -> f32 {
+        match self {
+            Kind::Cjk1 => 0.5,
+            Kind::Cjk2 => 1.0,
+            Kind::Cjk3 => 1.0,
+            Kind::Word => 1.0,
+            Kind::WordPair => 0.8,
+            Kind::CharGram => 0.5,
+            Kind::Lang | Kind::Rule | Kind::Phrase => 1.0,
+        }
+    }
+}
+
+/// Where a feature came from, as char ranges into the normalised text, so an
+/// explanation can show it without the hot path building strings.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Origin {
+    pub(crate) kind: Kind,
+    /// First range (the n-gram, or the first word of a pair).
+    pub(crate) a: (u32, u32),
+    /// Second word of a pair; for a char gram, whether it touches the word
+    /// start (1) and end (2) so `<pa` can be shown with its marker.
+    pub(crate) b: (u32, u32),
+}
+
+/// A hashed feature: bucket and value.
+pub(crate) type Feature = (u32, f32);
+
+/// Mixes one value into a running hash (FxHash-style).
+#[inline]
+fn mix(h: u64, x: u64) -> u64 {
+    (h.rotate_left(5) ^ x).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95)
+}
+
+/// Final avalanche and reduction to a bucket.
+#[inline]
+pub(crate) fn bucket(h: u64) -> u32 {
+    let h = (h ^ (h >> 29)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    let h = h ^ (h >> 32);
+    (h >> (64 - BITS)) as u32
+}
+
+/// Bucket of a synthetic feature (language bias, rule hits) for class `n`.
+pub(crate) fn synthetic(kind: Kind, n: u64) -> u32 {
+    bucket(mix(mix(0x9e37_79b9, kind as u64), n))
+}
+
+/// True for characters written without spaces between words.
+#[inline]
+pub(crate) fn is_cjk(c: char) -> bool {
+    matches!(c as u32,
+        0x4E00..=0x9FFF | 0x3400..=0x4DBF | 0xF900..=0xFAFF | 0x20000..=0x2FA1F
+        | 0x3040..=0x30FF | 0xAC00..=0xD7AF)
+}
+
+/// Folds full-width ASCII, lower-cases and maps digits to `0`.
+#[inline]
+pub(crate) fn normalize(c: char) -> char {
+    let c = match c as u32 {
+        0xFF01..=0xFF5E => char::from_u32(c as u32 - 0xFEE0).unwrap_or(c),
+        0x3000 => ' ',
+        _ => c,
+    };
+    if c.is_ascii() {
+        let c = c.to_ascii_lowercase();
+        if c.is_ascii_digit() { '0' } else { c }
+    } else if c.is_alphabetic() && !is_cjk(c) {
+        c.to_lowercase().next().unwrap_or(c)
+    } else if c.is_numeric() {
+        '0'
+    } else {
+        c
+    }
+}
+
+/// Reusable per-thread buffers, so suggesting allocates nothing per n-gram.
+#[derive(Default)]
+pub(crate) struct Scratch {
+    /// The normalised text.
+    pub(crate) chars: Vec<char>,
+    /// Raw (bucket, value) pairs before merging duplicates.
+    pub(crate) feats: Vec<Feature>,
+}
+
+thread_local! {
+    static SCRATCH: RefCell<Scratch> = RefCell::new(Scratch::default());
+}
+
+/// Runs `f` with this thread's scratch buffers.
+pub(crate) fn with_scratch<R>(f: impl FnOnce(&mut Scratch) -> R) -> R {
+    SCRATCH.with(|s| match s.try_borrow_mut() {
+        Ok(mut s) => f(&mut s),
+        // Re-entrant use (not expected): fall back to fresh buffers.
+        Err(_) => f(&mut Scratch::default()),
+    })
+}
+
+/// Calls `emit` for every n-gram feature of the normalised `chars`, with its
+/// hash and where it came from.
+pub(crate) fn for_each_ngram(chars: &[char], mut emit: impl FnMut(u64, Origin)) {
+    let n = chars.len();
+    let mut i = 0;
+    // The previous word, for word pairs; reset by CJK runs and punctuation.
+    let mut prev: Option<(u32, u32, u64)> = None;
+    while i < n {
+        let c = chars[i];
+        if is_cjk(c) {
+            let start = i;
+            while i < n && is_cjk(chars[i]) {
+                i += 1;
+            }
+            for s in start..i {
+                let mut h = mix(0, Kind::Cjk1 as u64);
+                for (len, kind) in [(1, Kind::Cjk1), (2, Kind::Cjk2), (3, Kind::Cjk3)] {
+                    if s + len > i {
+                        break;
+                    }
+                    h = mix(h, chars[s + len - 1] as u64);
+                    let o = Origin { kind, a: (s as u32, (s + len) as u32), b: (0, 0) };
+                    emit(mix(h, kind as u64), o);
+                }
+            }
+            prev = None;
+        } else if c.is_alphanumeric() {
+            let start = i;
+            let mut h = mix(0, Kind::Word as u64);
+            while i < n && chars[i].is_alphanumeric() && !is_cjk(chars[i]) {
+                h = mix(h, chars[i] as u64);
+                i += 1;
+            }
+            let (s, e) = (start as u32, i as u32);
+            emit(h, Origin { kind: Kind::Word, a: (s, e), b: (0, 0) });
+            if let Some((ps, pe, ph)) = prev {
+                let o = Origin { kind: Kind::WordPair, a: (ps, pe), b: (s, e) };
+                emit(mix(mix(ph, 0x2f), h), o);
+            }
+            prev = Some((s, e, h));
+            // Char 3-grams of `<word>`, skipping pure numbers and short words.
+            let len = i - start;
+            if len >= 3 && !chars[start..i].iter().all(|&c| c == '0') {
+                // Positions -1 and len stand for the `<` and `>` markers.
+                for g in -1..(len as isize - 1) {
+                    let mut h = mix(0, Kind::CharGram as u64);
+                    for p in g..g + 3 {
+                        let ch = if p < 0 {
+                            '<'
+                        } else if p as usize >= len {
+                            '>'
+                        } else {
+                            chars[start + p as usize]
+                        };
+                        h = mix(h, ch as u64);
+                    }
+                    let a0 = (start as isize + g.max(0)) as u32;
+                    let a1 = (start as isize + (g + 3).min(len as isize)) as u32;
+                    let marks = u32::from(g < 0) | (u32::from(g + 3 > len as isize) << 1);
+                    emit(h, Origin { kind: Kind::CharGram, a: (a0, a1), b: (marks, 0) });
+                }
+            }
+        } else {
+            if !matches!(c, ' ' | '\'' | '-' | '’') {
+                prev = None;
+            }
+            i += 1;
+        }
+    }
+}
+
+/// Normalises `text` into `chars`.
+pub(crate) fn normalize_into(text: &str, chars: &mut Vec<char>) {
+    chars.clear();
+    chars.extend(text.chars().map(normalize));
+}
+
+/// Builds the sparse, L2-normalised n-gram vector of `chars` into `out`
+/// (sorted by bucket, duplicates merged), replacing its contents.
+pub(crate) fn vectorize(chars: &[char], out: &mut Vec<Feature>) {
+    out.clear();
+    for_each_ngram(chars, |h, o| out.push((bucket(h), o.kind.weight())));
+    out.sort_unstable_by_key(|f| f.0);
+    // Merge duplicates: presence, not counts (repetition is not evidence).
+    let mut w = 0;
+    for r in 0..out.len() {
+        if w > 0 && out[w - 1].0 == out[r].0 {
+            out[w - 1].1 = out[w - 1].1.max(out[r].1);
+        } else {
+            out[w] = out[r];
+            w += 1;
+        }
+    }
+    out.truncate(w);
+    let norm = out.iter().map(|f| f.1 * f.1).sum::<f32>().sqrt();
+    if norm > 0.0 {
+        for f in out.iter_mut() {
+            f.1 /= norm;
+        }
+    }
+}
+
+/// Renders a feature's origin for humans, e.g. `“退款”` or `“refund status”`.
+pub(crate) fn describe(chars: &[char], o: &Origin) -> String {
+    let slice = |(s, e): (u32, u32)| chars[s as usize..e as usize].iter().collect::<String>();
+    match o.kind {
+        Kind::WordPair => format!("“{} {}”", slice(o.a), slice(o.b)),
+        Kind::CharGram => {
+            let mut s = slice(o.a);
+            if o.b.0 & 1 != 0 {
+                s.insert(0, '<');
+            }
+            if o.b.0 & 2 != 0 {
+                s.push('>');
+            }
+            format!("“{s}” (in a word)")
+        }
+        _ => format!("“{}”", slice(o.a)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn grams(text: &str) -> Vec<String> {
+        let mut chars = Vec::new();
+        normalize_into(text, &mut chars);
+        let mut out = Vec::new();
+        for_each_ngram(&chars, |_, o| out.push(describe(&chars, &o)));
+        out
+    }
+
+    #[test]
+    fn chinese_gives_char_ngrams() {
+        let g = grams("退款了");
+        for want in ["“退”", "“退款”", "“退款了”", "“款了”", "“了”"] {
+            assert!(g.contains(&want.to_string()), "{want} in {g:?}");
+        }
+    }
+
+    #[test]
+    fn english_gives_words_pairs_and_char_grams() {
+        let g = grams("Refund STATUS");
+        for want in ["“refund”", "“refund status”", "“<re” (in a word)", "“us>” (in a word)"] {
+            assert!(g.contains(&want.to_string()), "{want} in {g:?}");
+        }
+    }
+
+    #[test]
+    fn normalizes_width_case_and_digits() {
+        let mut chars = Vec::new();
+        normalize_into("ＡＢ１2", &mut chars);
+        assert_eq!(chars.iter().collect::<String>(), "ab00");
+    }
+
+    #[test]
+    fn typo_shares_most_features() {
+        let mut a = Vec::new();
+        let mut b = Vec::new();
+        let mut chars = Vec::new();
+        normalize_into("payment failed", &mut chars);
+        vectorize(&chars, &mut a);
+        normalize_into("paymnet failed", &mut chars);
+        vectorize(&chars, &mut b);
+        let shared = a.iter().filter(|x| b.iter().any(|y| y.0 == x.0)).count();
+        assert!(shared * 2 > a.len(), "{shared} of {}", a.len());
+    }
+
+    #[test]
+    fn vector_is_unit_length_and_sorted() {
+        let mut v = Vec::new();
+        let mut chars = Vec::new();
+        normalize_into("我的card被decline了 decline", &mut chars);
+        vectorize(&chars, &mut v);
+        let norm: f32 = v.iter().map(|f| f.1 * f.1).sum();
+        assert!((norm - 1.0).abs() < 1e-4);
+        assert!(v.windows(2).all(|w| w[0].0 < w[1].0));
+    }
+}

@@ -1,0 +1,529 @@
+//! The case store: the only module that talks to sled.
+//!
+//! Everything lives in one sled tree under one-byte key prefixes, so that a
+//! change to a case, its new event and every index entry it touches are
+//! written by one atomic `apply_batch`: a crash never leaves a torn case.
+//!
+//! | prefix | key                              | value                   |
+//! |--------|----------------------------------|-------------------------|
+//! | `c`    | case number (u64 BE)             | case projection (JSON)  |
+//! | `e`    | case number, event seq (u32 BE)  | event (JSON)            |
+//! | `x`    | external ticket id               | case number             |
+//! | `s`    | status code, case number         | empty (status index)    |
+//! | `a`    | assignee, 0xFF, case number      | empty (assignee index)  |
+//! | `d`    | due time (ms, biased), case      | empty (SLA due index)   |
+//! | `h`    | hash of text+label               | learned example (JSON)  |
+//! | `k`    | adapter key                      | adapter state (bytes)   |
+//! | `m`    | name                             | schema, next case no.   |
+//!
+//! Durability: a write is acknowledged only after sled has flushed it to
+//! disk. Concurrent writers share flushes ([`GroupCommit`]): while one
+//! flush runs, later writers queue, and the next flush covers all of them,
+//! so durable throughput grows with the number of writers instead of being
+//! capped at the disk's fsync rate.
+
+mod group_commit;
+
+use std::path::Path;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use jiff::Timestamp;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::case::{Case, CaseId, Event, EventKind, NewCase, Status, TransitionError};
+use group_commit::GroupCommit;
+
+/// The schema this build writes. Bump it and add a step to [`migrate`] when
+/// the on-disk layout changes.
+pub const SCHEMA_VERSION: u32 = 1;
+
+const META_SCHEMA: &[u8] = b"mschema";
+const META_NEXT_CASE: &[u8] = b"mnext_case";
+
+/// Errors from the store. Callers branch on `Transition`, `NotFound` and
+/// `Duplicate`; the rest are operational failures.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("storage error: {0}")]
+    Sled(#[from] sled::Error),
+    #[error("{0}")]
+    Transition(#[from] TransitionError),
+    #[error("no case {0}")]
+    NotFound(CaseId),
+    #[error("the data dir holds corrupt data: {0}")]
+    Corrupt(String),
+    #[error(
+        "the data dir was written by a newer caseroom (schema {found}, this build understands up to {SCHEMA_VERSION})"
+    )]
+    TooNew { found: u32 },
+    #[error("cannot open the data dir {path}: {source}")]
+    Open { path: String, source: sled::Error },
+}
+
+/// The result of [`Store::open_case`].
+#[derive(Debug, Clone)]
+pub struct Opened {
+    pub case: Case,
+    /// False when a case with the same external id already existed; then
+    /// `case` is that existing case and nothing was written.
+    pub created: bool,
+}
+
+/// Which cases [`Store::cases`] lists.
+#[derive(Debug, Clone, Default)]
+pub struct CaseFilter {
+    pub status: Option<Status>,
+    pub assignee: Option<String>,
+    /// Only open cases (not resolved or closed).
+    pub open_only: bool,
+}
+
+/// A labelled example learned with `caseroom learn` or from resolved cases.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HistoryItem {
+    pub text: String,
+    pub label: String,
+}
+
+/// A handle to the store; cheap to clone and share between tasks.
+#[derive(Clone)]
+pub struct Store {
+    shared: std::sync::Arc<Shared>,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store").finish_non_exhaustive()
+    }
+}
+
+struct Shared {
+    db: sled::Db,
+    /// Serializes read-modify-write of cases. A `std::sync::Mutex` (not a
+    /// Tokio one) because it is held only for an in-memory check plus one
+    /// sled batch, never across an `.await` or a flush.
+    write: Mutex<()>,
+    /// The next case number; persisted in every batch that opens a case.
+    next_case: AtomicU64,
+    commit: GroupCommit,
+}
+
+impl Store {
+    /// Opens (or creates) the store in `dir`, migrating an older schema.
+    pub fn open(dir: &Path) -> Result<Store, StoreError> {
+        let db = sled::Config::new()
+            .path(dir)
+            .cache_capacity(256 * 1024 * 1024)
+            .flush_every_ms(Some(1000))
+            .open()
+            .map_err(|source| StoreError::Open {
+                path: dir.display().to_string(),
+                source,
+            })?;
+        migrate(&db)?;
+        let next_case = match db.get(META_NEXT_CASE)? {
+            Some(v) => decode_u64(&v)?,
+            None => 1,
+        };
+        Ok(Store {
+            shared: std::sync::Arc::new(Shared {
+                commit: GroupCommit::new(db.clone()),
+                db,
+                write: Mutex::new(()),
+                next_case: AtomicU64::new(next_case),
+            }),
+        })
+    }
+
+    fn db(&self) -> &sled::Db {
+        &self.shared.db
+    }
+
+    /// True when the store holds no cases and no learned history.
+    pub fn is_empty(&self) -> Result<bool, StoreError> {
+        Ok(self.db().scan_prefix(b"c").next().is_none()
+            && self.db().scan_prefix(b"h").next().is_none())
+    }
+
+    /// Number of cases ever opened.
+    pub fn case_count(&self) -> u64 {
+        self.shared.next_case.load(Ordering::Relaxed) - 1
+    }
+
+    /// Opens a case, or returns the existing one when its external id was
+    /// seen before. Durable when it returns.
+    pub fn open_case(
+        &self,
+        new: NewCase,
+        actor: &str,
+        at: Timestamp,
+    ) -> Result<Opened, StoreError> {
+        let guard = self.shared.write.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(existing) = self.case_by_external(&new.external_id)? {
+            drop(guard);
+            return Ok(Opened {
+                case: existing,
+                created: false,
+            });
+        }
+        let id = CaseId(self.shared.next_case.load(Ordering::Relaxed));
+        let event = Event {
+            seq: 0,
+            at,
+            actor: actor.to_owned(),
+            kind: EventKind::Opened(new),
+            reason: None,
+        };
+        let case = Case::open(id, &event).map_err(StoreError::Corrupt)?;
+        let mut batch = sled::Batch::default();
+        batch.insert(META_NEXT_CASE, &(id.0 + 1).to_be_bytes());
+        batch.insert(ext_key(&case.external_id), &id.0.to_be_bytes());
+        write_case(&mut batch, None, &case)?;
+        batch.insert(event_key(id, 0), to_json(&event)?);
+        self.db().apply_batch(batch)?;
+        self.shared.next_case.store(id.0 + 1, Ordering::Relaxed);
+        let ticket = self.shared.commit.written();
+        drop(guard);
+        self.shared.commit.wait(ticket)?;
+        Ok(Opened {
+            case,
+            created: true,
+        })
+    }
+
+    /// Appends an event to a case's history after checking it against the
+    /// lifecycle. Durable when it returns; on error nothing is written.
+    pub fn append(
+        &self,
+        id: CaseId,
+        actor: &str,
+        kind: EventKind,
+        reason: Option<String>,
+        at: Timestamp,
+    ) -> Result<(Case, Event), StoreError> {
+        let guard = self.shared.write.lock().unwrap_or_else(|e| e.into_inner());
+        let before = self.case(id)?.ok_or(StoreError::NotFound(id))?;
+        let mut case = before.clone();
+        let event = Event {
+            seq: before.events,
+            at,
+            actor: actor.to_owned(),
+            kind,
+            reason,
+        };
+        case.apply(&event)?;
+        let mut batch = sled::Batch::default();
+        write_case(&mut batch, Some(&before), &case)?;
+        batch.insert(event_key(id, event.seq), to_json(&event)?);
+        self.db().apply_batch(batch)?;
+        let ticket = self.shared.commit.written();
+        drop(guard);
+        self.shared.commit.wait(ticket)?;
+        Ok((case, event))
+    }
+
+    /// The case's current state.
+    pub fn case(&self, id: CaseId) -> Result<Option<Case>, StoreError> {
+        self.db()
+            .get(case_key(id))?
+            .map(|v| from_json(&v))
+            .transpose()
+    }
+
+    /// The case's full history, oldest first.
+    pub fn events(&self, id: CaseId) -> Result<Vec<Event>, StoreError> {
+        let mut prefix = vec![b'e'];
+        prefix.extend_from_slice(&id.0.to_be_bytes());
+        self.db()
+            .scan_prefix(prefix)
+            .map(|kv| from_json(&kv?.1))
+            .collect()
+    }
+
+    /// The case opened for an external ticket id, if any.
+    pub fn case_by_external(&self, external_id: &str) -> Result<Option<Case>, StoreError> {
+        match self.db().get(ext_key(external_id))? {
+            Some(v) => self.case(CaseId(decode_u64(&v)?)),
+            None => Ok(None),
+        }
+    }
+
+    /// Cases matching `filter`, by case number. Uses the status or assignee
+    /// index when the filter names one.
+    pub fn cases(&self, filter: &CaseFilter) -> Result<Vec<Case>, StoreError> {
+        let ids: Box<dyn Iterator<Item = Result<CaseId, StoreError>>> =
+            match (&filter.assignee, filter.status) {
+                (Some(a), _) => {
+                    let mut p = vec![b'a'];
+                    p.extend_from_slice(a.as_bytes());
+                    p.push(0xFF);
+                    Box::new(self.index_ids(p))
+                }
+                (None, Some(s)) => Box::new(self.index_ids(vec![b's', s.code()])),
+                (None, None) if filter.open_only => Box::new(
+                    Status::ALL
+                        .into_iter()
+                        .filter(|s| s.is_open())
+                        .flat_map(|s| self.index_ids(vec![b's', s.code()]))
+                        .collect::<Vec<_>>()
+                        .into_iter(),
+                ),
+                (None, None) => Box::new(self.db().scan_prefix(b"c").map(|kv| {
+                    let (k, _) = kv?;
+                    Ok(CaseId(decode_u64(&k[1..])?))
+                })),
+            };
+        let mut out = Vec::new();
+        for id in ids {
+            let id = id?;
+            let Some(case) = self.case(id)? else { continue };
+            if filter.status.is_some_and(|s| s != case.status)
+                || filter.open_only && !case.status.is_open()
+                || filter
+                    .assignee
+                    .as_ref()
+                    .is_some_and(|a| case.assignee.as_ref() != Some(a))
+            {
+                continue;
+            }
+            out.push(case);
+        }
+        out.sort_by_key(|c| c.id);
+        Ok(out)
+    }
+
+    fn index_ids(&self, prefix: Vec<u8>) -> impl Iterator<Item = Result<CaseId, StoreError>> + '_ {
+        self.db().scan_prefix(prefix).map(|kv| {
+            let (k, _) = kv?;
+            Ok(CaseId(decode_u64(&k[k.len() - 8..])?))
+        })
+    }
+
+    /// Records when a case's next SLA deadline is due (`None` clears it).
+    pub fn set_due(
+        &self,
+        id: CaseId,
+        old: Option<Timestamp>,
+        new: Option<Timestamp>,
+    ) -> Result<(), StoreError> {
+        let mut batch = sled::Batch::default();
+        if let Some(t) = old {
+            batch.remove(due_key(t, id));
+        }
+        if let Some(t) = new {
+            batch.insert(due_key(t, id), &[]);
+        }
+        self.db().apply_batch(batch)?;
+        self.shared.commit.wait(self.shared.commit.written())?;
+        Ok(())
+    }
+
+    /// Deadlines due at or before `t`, earliest first.
+    pub fn due_before(&self, t: Timestamp) -> Result<Vec<(Timestamp, CaseId)>, StoreError> {
+        let end = due_key(t, CaseId(u64::MAX));
+        self.db()
+            .range(b"d".to_vec()..=end)
+            .map(|kv| {
+                let (k, _) = kv?;
+                let ms = (decode_u64(&k[1..9])? ^ (1 << 63)) as i64;
+                let at = Timestamp::from_millisecond(ms)
+                    .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+                Ok((at, CaseId(decode_u64(&k[9..17])?)))
+            })
+            .collect()
+    }
+
+    /// Adds labelled examples; ones already present are skipped. Returns
+    /// how many were new.
+    pub fn add_history<'a>(
+        &self,
+        items: impl IntoIterator<Item = &'a HistoryItem>,
+    ) -> Result<usize, StoreError> {
+        let _guard = self.shared.write.lock().unwrap_or_else(|e| e.into_inner());
+        let mut batch = sled::Batch::default();
+        let mut added = 0;
+        let mut seen = std::collections::HashSet::new();
+        for item in items {
+            let key = history_key(item);
+            if !seen.insert(key.clone()) || self.db().contains_key(&key)? {
+                continue;
+            }
+            batch.insert(key, to_json(item)?);
+            added += 1;
+        }
+        self.db().apply_batch(batch)?;
+        self.shared.commit.wait(self.shared.commit.written())?;
+        Ok(added)
+    }
+
+    /// Every learned example.
+    pub fn history(&self) -> Result<Vec<HistoryItem>, StoreError> {
+        self.db()
+            .scan_prefix(b"h")
+            .map(|kv| from_json(&kv?.1))
+            .collect()
+    }
+
+    /// Adapter state (sync tokens, sessions, processed message ids).
+    pub fn get_state(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(self.db().get(state_key(key))?.map(|v| v.to_vec()))
+    }
+
+    /// Durably stores adapter state.
+    pub fn put_state(&self, key: &str, value: &[u8]) -> Result<(), StoreError> {
+        self.db().insert(state_key(key), value)?;
+        self.shared.commit.wait(self.shared.commit.written())?;
+        Ok(())
+    }
+
+    /// Restores cases from their full histories (used by `import`). Each
+    /// case is rebuilt by replaying its events, so a history that breaks the
+    /// lifecycle is refused. Written in one batch and flushed once.
+    pub fn import_cases(&self, cases: Vec<(CaseId, Vec<Event>)>) -> Result<usize, StoreError> {
+        let _guard = self.shared.write.lock().unwrap_or_else(|e| e.into_inner());
+        let mut batch = sled::Batch::default();
+        let mut next = self.shared.next_case.load(Ordering::Relaxed);
+        let n = cases.len();
+        for (id, events) in cases {
+            let case = Case::replay(id, &events).map_err(StoreError::Corrupt)?;
+            if self.db().contains_key(case_key(id))? {
+                return Err(StoreError::Corrupt(format!("{id} already exists")));
+            }
+            batch.insert(ext_key(&case.external_id), &id.0.to_be_bytes());
+            write_case(&mut batch, None, &case)?;
+            for ev in &events {
+                batch.insert(event_key(id, ev.seq), to_json(ev)?);
+            }
+            next = next.max(id.0 + 1);
+        }
+        batch.insert(META_NEXT_CASE, &next.to_be_bytes());
+        self.db().apply_batch(batch)?;
+        self.shared.next_case.store(next, Ordering::Relaxed);
+        self.shared.commit.wait(self.shared.commit.written())?;
+        Ok(n)
+    }
+
+    /// Flushes everything to disk (used at shutdown).
+    pub fn flush(&self) -> Result<(), StoreError> {
+        self.db().flush()?;
+        Ok(())
+    }
+}
+
+/// Writes a case projection and moves its index entries from `before`.
+fn write_case(
+    batch: &mut sled::Batch,
+    before: Option<&Case>,
+    case: &Case,
+) -> Result<(), StoreError> {
+    if let Some(b) = before {
+        batch.remove(status_key(b.status, b.id));
+        if let Some(a) = &b.assignee {
+            batch.remove(assignee_key(a, b.id));
+        }
+    }
+    batch.insert(status_key(case.status, case.id), &[]);
+    if let Some(a) = &case.assignee {
+        batch.insert(assignee_key(a, case.id), &[]);
+    }
+    batch.insert(case_key(case.id), to_json(case)?);
+    Ok(())
+}
+
+/// Brings an older store up to [`SCHEMA_VERSION`]. Each step upgrades one
+/// version; version 1 is the first layout, so there are none yet.
+fn migrate(db: &sled::Db) -> Result<(), StoreError> {
+    let found = match db.get(META_SCHEMA)? {
+        Some(v) => decode_u64(&v)? as u32,
+        None if db.is_empty() => SCHEMA_VERSION,
+        // Data without a version predates versioning: treat it as 1.
+        None => 1,
+    };
+    if found > SCHEMA_VERSION {
+        return Err(StoreError::TooNew { found });
+    }
+    for from in found..SCHEMA_VERSION {
+        tracing::info!(from, to = from + 1, "migrating store schema");
+        // Future steps go here: `match from { 1 => migrate_1_to_2(db)?, .. }`.
+    }
+    if db.get(META_SCHEMA)?.is_none() || found != SCHEMA_VERSION {
+        db.insert(META_SCHEMA, &(SCHEMA_VERSION as u64).to_be_bytes())?;
+        db.flush()?;
+    }
+    Ok(())
+}
+
+fn case_key(id: CaseId) -> Vec<u8> {
+    let mut k = vec![b'c'];
+    k.extend_from_slice(&id.0.to_be_bytes());
+    k
+}
+
+fn event_key(id: CaseId, seq: u32) -> Vec<u8> {
+    let mut k = vec![b'e'];
+    k.extend_from_slice(&id.0.to_be_bytes());
+    k.extend_from_slice(&seq.to_be_bytes());
+    k
+}
+
+fn ext_key(ext: &str) -> Vec<u8> {
+    let mut k = vec![b'x'];
+    k.extend_from_slice(ext.as_bytes());
+    k
+}
+
+fn status_key(s: Status, id: CaseId) -> Vec<u8> {
+    let mut k = vec![b's', s.code()];
+    k.extend_from_slice(&id.0.to_be_bytes());
+    k
+}
+
+fn assignee_key(a: &str, id: CaseId) -> Vec<u8> {
+    let mut k = vec![b'a'];
+    k.extend_from_slice(a.as_bytes());
+    k.push(0xFF);
+    k.extend_from_slice(&id.0.to_be_bytes());
+    k
+}
+
+/// Due times sort as unsigned bytes: flip the sign bit of the millisecond.
+fn due_key(t: Timestamp, id: CaseId) -> Vec<u8> {
+    let mut k = vec![b'd'];
+    k.extend_from_slice(&((t.as_millisecond() as u64) ^ (1 << 63)).to_be_bytes());
+    k.extend_from_slice(&id.0.to_be_bytes());
+    k
+}
+
+fn history_key(item: &HistoryItem) -> Vec<u8> {
+    let mut h = Sha256::new();
+    h.update(item.text.trim().as_bytes());
+    h.update([0]);
+    h.update(item.label.as_bytes());
+    let mut k = vec![b'h'];
+    k.extend_from_slice(&h.finalize()[..16]);
+    k
+}
+
+fn state_key(key: &str) -> Vec<u8> {
+    let mut k = vec![b'k'];
+    k.extend_from_slice(key.as_bytes());
+    k
+}
+
+fn decode_u64(v: &[u8]) -> Result<u64, StoreError> {
+    let arr: [u8; 8] = v
+        .get(..8)
+        .and_then(|s| s.try_into().ok())
+        .ok_or_else(|| StoreError::Corrupt(format!("expected 8 bytes, found {}", v.len())))?;
+    Ok(u64::from_be_bytes(arr))
+}
+
+fn to_json<T: Serialize>(v: &T) -> Result<Vec<u8>, StoreError> {
+    serde_json::to_vec(v).map_err(|e| StoreError::Corrupt(e.to_string()))
+}
+
+fn from_json<T: for<'de> Deserialize<'de>>(v: &[u8]) -> Result<T, StoreError> {
+    serde_json::from_slice(v).map_err(|e| StoreError::Corrupt(e.to_string()))
+}

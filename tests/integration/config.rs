@@ -1,0 +1,230 @@
+//! Config: the shipped file is valid, and every class of mistake is reported
+//! with file, key and line.
+
+use std::collections::BTreeSet;
+use std::path::Path;
+
+use caseroom::config::{Config, ConfigErrors};
+
+fn shipped() -> String {
+    std::fs::read_to_string(super::util::root().join("config/caseroom.toml")).unwrap()
+}
+
+fn parse(src: &str, env: &[(&str, &str)]) -> Result<Config, ConfigErrors> {
+    let env: Vec<(String, String)> = env
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    Config::parse(Path::new("cfg/test.toml"), src, &move |var| {
+        env.iter().find(|(k, _)| k == var).map(|(_, v)| v.clone())
+    })
+}
+
+fn line_of(src: &str, needle: &str) -> usize {
+    src.lines()
+        .position(|l| l.contains(needle))
+        .expect("needle in source")
+        + 1
+}
+
+fn one_error(src: &str, env: &[(&str, &str)]) -> String {
+    let errs = parse(src, env).expect_err("config should be refused");
+    assert_eq!(errs.0.len(), 1, "{errs}");
+    errs.0[0].to_string()
+}
+
+#[test]
+fn shipped_config_is_valid_and_complete() {
+    let cfg = parse(&shipped(), &[]).expect("shipped config parses");
+    assert_eq!(cfg.command_prefix, "!");
+    assert_eq!(cfg.rooms.team, "team");
+    assert!(cfg.roles.has("local", caseroom::config::Role::Lead));
+    assert!(!cfg.roles.has("stranger", caseroom::config::Role::Agent));
+    assert_eq!(cfg.sla.policies.len(), 4);
+    assert!(cfg.matrix.is_none(), "no platform enabled as shipped");
+    assert_eq!(cfg.http.max_body_bytes, 65536);
+    let cal = &cfg.sla.calendars["default"];
+    assert_eq!(cal.holidays.len(), 3);
+    assert!(cal.hours[5].is_none(), "saturday closed");
+}
+
+#[test]
+fn every_key_in_the_shipped_config_is_commented() {
+    // A key needs a comment right above it (or above the block of keys it
+    // sits in), unless the same key was already explained in a sibling
+    // table (`sla.policies.p2.calendar` after `sla.policies.p1.calendar`).
+    let src = shipped();
+    let lines: Vec<&str> = src.lines().collect();
+    let mut explained: BTreeSet<(String, String)> = BTreeSet::new();
+    let mut family = String::new();
+    for (i, line) in lines.iter().enumerate() {
+        let t = line.trim();
+        if let Some(h) = t.strip_prefix('[') {
+            let table = h.trim_end_matches(']');
+            family = table.rsplit_once('.').map_or(table, |(f, _)| f).to_owned();
+            continue;
+        }
+        if t.is_empty() || t.starts_with('#') {
+            continue;
+        }
+        let key = t.split('=').next().unwrap().trim().to_owned();
+        let mut j = i;
+        let commented = loop {
+            if j == 0 {
+                break false;
+            }
+            j -= 1;
+            let above = lines[j].trim();
+            if above.starts_with('#') {
+                break true;
+            }
+            if above.is_empty() || above.starts_with('[') {
+                break false;
+            }
+        };
+        if commented {
+            explained.insert((family.clone(), key));
+        } else {
+            assert!(
+                explained.contains(&(family.clone(), key)),
+                "line {}: `{t}` has no comment",
+                i + 1
+            );
+        }
+    }
+}
+
+#[test]
+fn unknown_key_names_file_key_and_line() {
+    let src = shipped().replace(
+        "max_body_bytes = 65536",
+        "max_body_bytes = 65536\nmax_bodybytes = 1",
+    );
+    let msg = one_error(&src, &[]);
+    let line = line_of(&src, "max_bodybytes");
+    assert!(
+        msg.starts_with(&format!("cfg/test.toml:{line}: http.max_bodybytes: ")),
+        "{msg}"
+    );
+    assert!(msg.contains("unknown field"), "{msg}");
+}
+
+#[test]
+fn wrong_type_names_file_key_and_line() {
+    let src = shipped().replace("max_body_bytes = 65536", "max_body_bytes = \"lots\"");
+    let msg = one_error(&src, &[]);
+    let line = line_of(&src, "max_body_bytes = \"lots\"");
+    assert!(
+        msg.starts_with(&format!("cfg/test.toml:{line}: http.max_body_bytes: ")),
+        "{msg}"
+    );
+    assert!(msg.contains("invalid type"), "{msg}");
+}
+
+#[test]
+fn missing_secret_names_the_variable() {
+    let src = shipped().replace(
+        "[matrix]\n# Run the Matrix adapter.\nenabled = false",
+        "[matrix]\n# Run the Matrix adapter.\nenabled = true",
+    );
+    let msg = one_error(&src, &[]);
+    let line = line_of(&src, "password_env = \"CASEROOM_MATRIX_PASSWORD\"");
+    assert_eq!(
+        msg,
+        format!(
+            "cfg/test.toml:{line}: matrix.password_env: environment variable CASEROOM_MATRIX_PASSWORD is not set (it must hold the secret)"
+        )
+    );
+    // With the variable set, it loads and the secret never shows in Debug.
+    let cfg = parse(&src, &[("CASEROOM_MATRIX_PASSWORD", "s3cret-pw")]).unwrap();
+    let dbg = format!("{cfg:?}");
+    assert!(
+        !dbg.contains("s3cret-pw"),
+        "secret leaked into Debug output"
+    );
+    assert_eq!(cfg.matrix.unwrap().password.unwrap().expose(), "s3cret-pw");
+}
+
+#[test]
+fn webhook_secrets_come_from_the_environment() {
+    let src = shipped().replace("[http]\n# Ticket webhook (POST /v1/tickets) and health endpoints. Off unless enabled.\nenabled = false", "[http]\nenabled = true");
+    let msg = one_error(&src, &[]);
+    assert!(
+        msg.contains("http.secret_envs: environment variable CASEROOM_WEBHOOK_SECRET is not set"),
+        "{msg}"
+    );
+    let cfg = parse(&src, &[("CASEROOM_WEBHOOK_SECRET", "k1")]).unwrap();
+    assert_eq!(cfg.http.secrets.len(), 1);
+}
+
+#[test]
+fn bad_duration_names_file_key_and_line() {
+    let src = shipped().replacen(
+        "first_response = \"15m\"",
+        "first_response = \"15 minutes\"",
+        1,
+    );
+    let msg = one_error(&src, &[]);
+    let line = line_of(&src, "15 minutes");
+    assert!(
+        msg.starts_with(&format!(
+            "cfg/test.toml:{line}: sla.policies.p1.first_response: `15 minutes` is not a duration"
+        )),
+        "{msg}"
+    );
+}
+
+#[test]
+fn all_errors_are_reported_at_once() {
+    let src = shipped()
+        .replacen("first_response = \"15m\"", "first_response = \"soon\"", 1)
+        .replace(
+            "timezone = \"Asia/Shanghai\"",
+            "timezone = \"Mars/Olympus\"",
+        )
+        .replace("listen = \"127.0.0.1:8080\"", "listen = \"localhost\"")
+        .replace("warnings = [\"50%\", \"80%\"]", "warnings = [\"150%\"]");
+    let errs = parse(&src, &[]).unwrap_err();
+    let text = errs.to_string();
+    assert_eq!(errs.0.len(), 4, "{text}");
+    for key in [
+        "sla.policies.p1.first_response",
+        "sla.calendars.default.timezone",
+        "http.listen",
+        "sla.policies.p1.warnings",
+    ] {
+        assert!(
+            text.contains(&format!(": {key}: ")),
+            "{key} missing in:\n{text}"
+        );
+    }
+    assert!(errs.0.iter().all(|e| e.line.is_some()));
+}
+
+#[test]
+fn check_command_lists_errors_and_exits_1() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("bad.toml");
+    std::fs::write(
+        &path,
+        shipped()
+            .replace("resolution = \"4h\"", "resolution = \"4 hours\"")
+            .replace("default_language = \"zh\"", "default_language = \"fr\""),
+    )
+    .unwrap();
+    let out = std::process::Command::new(super::util::bin())
+        .current_dir(super::util::root())
+        .args(["--config", path.to_str().unwrap(), "check"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("default_language: unknown language `fr`"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("sla.policies.p1.resolution: `4 hours` is not a duration"),
+        "{stdout}"
+    );
+}

@@ -1,0 +1,5 @@
+//! caseroom's integration tests: one binary, a module per area.
+
+mod config;
+mod store;
+mod util;
