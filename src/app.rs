@@ -1,12 +1,27 @@
 //! Wiring: logging, the async runtime, start-up and one shutdown path.
+//!
+//! [`run`] opens the store, loads the playbooks, picks the chat platform
+//! (Matrix when configured, else the terminal), and runs the bot until the
+//! shutdown token fires. Tests call [`run_with`] with their own platform
+//! and token.
 
+use std::io::BufReader;
 use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
 
-use anyhow::{Context, Result};
+use anyhow::{Context, Result, bail};
+use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
+use crate::bot::Bot;
 use crate::config::Config;
-use crate::store::Store;
+use crate::message::Incoming;
+use crate::outbox::Outbox;
+use crate::platform::Platform;
+use crate::playbook::{self, Engine, Labelled, SharedEngine, SuggestOptions};
+use crate::store::{HistoryItem, Store};
 
 /// Logs go to stderr, filtered by `RUST_LOG` (default `info`).
 pub fn init_tracing() {
@@ -29,15 +44,184 @@ pub fn run_blocking(config: Config) -> Result<()> {
     })
 }
 
-/// Runs the bot until `shutdown` is cancelled. Tests pass their own token.
-pub async fn run(config: Config, shutdown: CancellationToken) -> Result<()> {
+/// Runs the bot until `shutdown` is cancelled, on the configured platform.
+pub async fn run(mut config: Config, shutdown: CancellationToken) -> Result<()> {
     let store = Store::open(&config.data_dir)
         .with_context(|| format!("opening the store in {}", config.data_dir.display()))?;
     tracing::info!(data_dir = %config.data_dir.display(), cases = store.case_count(), "store open");
-    shutdown.cancelled().await;
+    let (tx, rx) = mpsc::channel::<Incoming>(1024);
+    let tracker = TaskTracker::new();
+
+    #[cfg(feature = "matrix")]
+    if let Some(mx) = config.matrix.clone() {
+        let (platform, rooms) =
+            crate::platform::matrix::MatrixPlatform::connect(&mx, &config.rooms, store.clone())
+                .await
+                .context("connecting to Matrix")?;
+        config.rooms = rooms;
+        let p = platform.clone();
+        let token = shutdown.clone();
+        tracker.spawn(async move {
+            if let Err(e) = p.run(tx, token.clone()).await {
+                tracing::error!("matrix sync stopped: {e:#}");
+                token.cancel();
+            }
+        });
+        return run_with(config, store, platform, rx, shutdown, tracker).await;
+    }
+    if config.slack.is_some() || config.discord.is_some() {
+        bail!(
+            "the Slack and Discord adapters are not built yet; disable [slack]/[discord] or enable [matrix]"
+        );
+    }
+
+    // Terminal mode: the local user types in the team room, which also
+    // serves as the intake room.
+    let team = config.rooms.team.clone();
+    if !config.rooms.intake.contains(&team) {
+        config.rooms.intake.push(team.clone());
+    }
+    config
+        .roles
+        .admin
+        .insert(crate::platform::console::LOCAL_USER.to_owned());
+    tracker.spawn(crate::platform::console::read_stdin(
+        team,
+        store.clone(),
+        tx,
+        shutdown.clone(),
+    ));
+    let platform = Arc::new(crate::platform::console::ConsolePlatform::default());
+    run_with(config, store, platform, rx, shutdown, tracker).await
+}
+
+/// Runs the bot core with a given platform: incoming events arrive on `rx`,
+/// messages leave through the outbox to `platform`.
+pub async fn run_with(
+    config: Config,
+    store: Store,
+    platform: Arc<dyn Platform>,
+    mut rx: mpsc::Receiver<Incoming>,
+    shutdown: CancellationToken,
+    tracker: TaskTracker,
+) -> Result<()> {
+    let engine = playbook::share(load_engine(&config, &store)?);
+    tracker.spawn({
+        let watcher = playbook::spawn_watcher(
+            config.suggest.playbooks_dir.clone(),
+            engine.clone(),
+            shutdown.clone(),
+        );
+        async move {
+            let _ = watcher.await;
+        }
+    });
+    let outbox = Outbox::new();
+    let bot = Bot::new(
+        config,
+        store.clone(),
+        engine.clone(),
+        outbox.clone(),
+        platform.name(),
+    );
+    outbox.spawn(store.clone(), platform, shutdown.clone(), &tracker);
+    tracker.spawn(relearn(bot.clone(), engine, shutdown.clone()));
+    tracing::info!("caseroom is running");
+    loop {
+        let msg = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            m = rx.recv() => m,
+        };
+        let Some(msg) = msg else { break };
+        let b = bot.clone();
+        // Store writes wait for a disk flush: keep them off the async workers.
+        let result = tokio::task::spawn_blocking(move || b.handle(&msg)).await;
+        match result {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::error!("handling a message failed: {e:#}"),
+            Err(e) => tracing::error!("message handler panicked: {e}"),
+        }
+    }
     tracing::info!("shutting down");
+    shutdown.cancel();
+    tracker.close();
+    if tokio::time::timeout(Duration::from_secs(10), tracker.wait())
+        .await
+        .is_err()
+    {
+        tracing::warn!("some tasks did not stop within 10 s");
+    }
     store.flush()?;
     Ok(())
+}
+
+/// Rebuilds the classifier (debounced) when resolved cases added examples.
+async fn relearn(bot: Bot, engine: SharedEngine, shutdown: CancellationToken) {
+    let learned = bot.learned();
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = learned.notified() => {}
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(Duration::from_secs(2)) => {}
+        }
+        let store = bot.store().clone();
+        let current = playbook::current(&engine);
+        let rebuilt = tokio::task::spawn_blocking(move || -> Result<Engine> {
+            let history = labelled(&store)?;
+            Ok(Engine::build(
+                current.playbook_set(),
+                &history,
+                current.options(),
+            ))
+        })
+        .await;
+        match rebuilt {
+            Ok(Ok(e)) => {
+                *engine.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(e);
+                tracing::info!("classifier rebuilt with resolved cases");
+            }
+            Ok(Err(e)) => tracing::warn!("classifier rebuild failed: {e:#}"),
+            Err(e) => tracing::warn!("classifier rebuild panicked: {e}"),
+        }
+    }
+}
+
+fn labelled(store: &Store) -> Result<Vec<Labelled>> {
+    Ok(store
+        .history()?
+        .into_iter()
+        .map(|h| Labelled {
+            text: h.text,
+            label: h.label,
+        })
+        .collect())
+}
+
+/// Loads the playbooks and builds the engine with everything learned.
+pub fn load_engine(config: &Config, store: &Store) -> Result<Engine> {
+    let set = load_playbooks(&config.suggest.playbooks_dir)?;
+    let history = labelled(store)?;
+    Ok(Engine::build(
+        Arc::new(set),
+        &history,
+        &SuggestOptions {
+            threshold: config.suggest.threshold,
+        },
+    ))
+}
+
+fn load_playbooks(dir: &Path) -> Result<playbook::PlaybookSet> {
+    playbook::load_dir(dir).map_err(|errs| {
+        let lines: Vec<String> = errs.iter().map(|e| e.to_string()).collect();
+        anyhow::anyhow!(
+            "the playbooks in {} have errors:\n{}",
+            dir.display(),
+            lines.join("\n")
+        )
+    })
 }
 
 /// Cancels `token` on ctrl-c or SIGTERM.
@@ -67,19 +251,77 @@ pub fn spawn_signal_handler(token: CancellationToken) {
     });
 }
 
-pub fn check_playbooks(_dir: &Path) -> std::result::Result<usize, Vec<String>> {
+/// `check`'s playbook half: the number of playbooks, or every error.
+pub fn check_playbooks(dir: &Path) -> std::result::Result<usize, Vec<String>> {
+    playbook::load_dir(dir)
+        .map(|set| set.len())
+        .map_err(|errs| errs.iter().map(|e| e.to_string()).collect())
+}
+
+/// `caseroom suggest`.
+pub fn suggest_command(
+    config: &Path,
+    data_dir: Option<&Path>,
+    text: Option<String>,
+    jsonl: bool,
+) -> Result<i32> {
+    let cfg = crate::cli::load_config(config, data_dir)?;
+    let store = Store::open(&cfg.data_dir)
+        .with_context(|| format!("opening the store in {}", cfg.data_dir.display()))?;
+    let engine = load_engine(&cfg, &store)?;
+    if jsonl {
+        let stdin = std::io::stdin();
+        let stdout = std::io::stdout();
+        let failed = playbook::suggest_jsonl(
+            &engine,
+            stdin.lock(),
+            std::io::BufWriter::new(stdout.lock()),
+        )?;
+        if failed > 0 {
+            eprintln!("{failed} line(s) could not be read");
+            return Ok(1);
+        }
+        return Ok(0);
+    }
+    let Some(text) = text else {
+        bail!("give the ticket text, e.g. caseroom suggest \"付款失败\", or use --jsonl");
+    };
+    print!("{}", playbook::format_suggestion(&engine, &text));
     Ok(0)
 }
 
-pub fn suggest_command(
-    _config: &Path,
-    _data_dir: Option<&Path>,
-    _text: Option<String>,
-    _jsonl: bool,
-) -> Result<i32> {
-    anyhow::bail!("not wired yet")
-}
-
-pub fn learn_command(_config: &Path, _data_dir: Option<&Path>, _file: &Path) -> Result<i32> {
-    anyhow::bail!("not wired yet")
+/// `caseroom learn FILE`.
+pub fn learn_command(config: &Path, data_dir: Option<&Path>, file: &Path) -> Result<i32> {
+    let cfg = crate::cli::load_config(config, data_dir)?;
+    let set = load_playbooks(&cfg.suggest.playbooks_dir)?;
+    let f = std::fs::File::open(file).with_context(|| format!("opening {}", file.display()))?;
+    let items = match playbook::parse_history(BufReader::new(f), &set) {
+        Ok(items) => items,
+        Err(errs) => {
+            for e in &errs {
+                eprintln!("{}: {e}", file.display());
+            }
+            bail!(
+                "{} bad line(s) in {}; nothing was learned",
+                errs.len(),
+                file.display()
+            );
+        }
+    };
+    let store = Store::open(&cfg.data_dir)
+        .with_context(|| format!("opening the store in {}", cfg.data_dir.display()))?;
+    let items: Vec<HistoryItem> = items
+        .into_iter()
+        .map(|l| HistoryItem {
+            text: crate::redact::redact(&l.text).into_owned(),
+            label: l.label,
+        })
+        .collect();
+    let added = store.add_history(&items)?;
+    println!(
+        "learned {added} new example(s) from {} ({} already known)",
+        file.display(),
+        items.len() - added
+    );
+    Ok(0)
 }

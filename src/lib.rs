@@ -10,10 +10,26 @@
 //! | [`case`]     | cases, their lifecycle and event history                        |
 //! | [`store`]    | the sled database (the only module that imports sled)           |
 //! | [`lang`]     | the languages replies are written in                           |
+//! | [`message`]  | our own types for what arrives from chat and what we send      |
+//! | [`bot`]      | the core: chat events -> commands -> case changes + messages   |
+//! | [`command`]  | one file per chat command (parse, then apply)                  |
+//! | [`view`]     | how the bot's messages read                                    |
+//! | [`outbox`]   | persisted outgoing messages, per-room ordered delivery         |
+//! | [`platform`] | adapters: terminal, fake (tests), Matrix                       |
+//! | [`playbook`] | playbooks, the suggestion engine, extraction, reply drafts     |
+//! | [`redact`]   | removing card numbers, CVVs, passwords and codes from text     |
 
 pub mod app;
+pub mod bot;
 pub mod case;
 pub mod cli;
+pub mod command;
 pub mod config;
 pub mod lang;
+pub mod message;
+pub mod outbox;
+pub mod platform;
+pub mod playbook;
+pub mod redact;
 pub mod store;
+pub mod view;

@@ -54,9 +54,8 @@ static PASSWORD_EN: LazyLock<Regex> = LazyLock::new(|| {
 
 /// Chinese passwords: `密码是x`, `密码：x`, `支付密码 123456`. Only an ASCII
 /// value is taken, so `密码错误` or `密码是对的` stay as they are.
-static PASSWORD_ZH: LazyLock<Regex> = LazyLock::new(|| {
-    Regex::new(r"(口令|密码)(\s*(?:是|为|:|：|=)?\s*)([!-~]+)").unwrap()
-});
+static PASSWORD_ZH: LazyLock<Regex> =
+    LazyLock::new(|| Regex::new(r"(口令|密码)(\s*(?:是|为|:|：|=)?\s*)([!-~]+)").unwrap());
 
 /// One-time codes. The optional `error` group lets the replacer leave
 /// `error code 1005` alone: error codes are useful and not secret.
@@ -69,10 +68,49 @@ static OTP: LazyLock<Regex> = LazyLock::new(|| {
 
 /// Words that commonly follow "password is" without being a password.
 const NOT_A_PASSWORD: &[&str] = &[
-    "a", "an", "and", "being", "correct", "definitely", "expired", "fine", "incorrect",
-    "invalid", "locked", "not", "now", "ok", "right", "still", "the", "too", "wrong", "reset",
-    "changed", "for", "to", "of", "in", "on", "at", "my", "your", "was", "is", "has", "have",
-    "and,", "but", "or", "reset.", "wrong.", "incorrect.", "expired.", "not.", "i", "it",
+    "a",
+    "an",
+    "and",
+    "being",
+    "correct",
+    "definitely",
+    "expired",
+    "fine",
+    "incorrect",
+    "invalid",
+    "locked",
+    "not",
+    "now",
+    "ok",
+    "right",
+    "still",
+    "the",
+    "too",
+    "wrong",
+    "reset",
+    "changed",
+    "for",
+    "to",
+    "of",
+    "in",
+    "on",
+    "at",
+    "my",
+    "your",
+    "was",
+    "is",
+    "has",
+    "have",
+    "and,",
+    "but",
+    "or",
+    "reset.",
+    "wrong.",
+    "incorrect.",
+    "expired.",
+    "not.",
+    "i",
+    "it",
 ];
 
 /// Replaces card numbers, CVVs, passwords and one-time codes in `text`.
@@ -236,7 +274,10 @@ mod tests {
     #[test]
     fn masks_card_numbers_in_all_formats() {
         for (text, want) in [
-            ("card 4111111111111111 declined", "card [card ****1111] declined"),
+            (
+                "card 4111111111111111 declined",
+                "card [card ****1111] declined",
+            ),
             ("卡号4111 1111 1111 1111被拒", "卡号[card ****1111]被拒"),
             ("pan: 5500-0000-0000-0004.", "pan: [card ****0004]."),
             ("amex 378282246310005 ok", "amex [card ****0005] ok"),
@@ -284,10 +325,16 @@ mod tests {
     #[test]
     fn masks_passwords() {
         assert_eq!(redact("password: hunter2"), "password: [redacted]");
-        assert_eq!(redact("my password is Abc#123"), "my password is [redacted]");
+        assert_eq!(
+            redact("my password is Abc#123"),
+            "my password is [redacted]"
+        );
         assert_eq!(redact("pwd s3cret!"), "pwd [redacted]");
         assert_eq!(redact("密码是abc123"), "密码是[redacted]");
-        assert_eq!(redact("登录密码：Qwe@2024，登不上"), "登录密码：[redacted]，登不上");
+        assert_eq!(
+            redact("登录密码：Qwe@2024，登不上"),
+            "登录密码：[redacted]，登不上"
+        );
         assert_eq!(redact("支付密码 654321"), "支付密码 [redacted]");
     }
 
@@ -311,7 +358,10 @@ mod tests {
         assert_eq!(redact("收到的验证码是884422"), "收到的验证码是[redacted]");
         assert_eq!(redact("OTP 123456"), "OTP [redacted]");
         assert_eq!(redact("the code is 123456"), "the code is [redacted]");
-        assert_eq!(redact("verification code: 0042"), "verification code: [redacted]");
+        assert_eq!(
+            redact("verification code: 0042"),
+            "verification code: [redacted]"
+        );
     }
 
     #[test]

@@ -29,7 +29,10 @@ pub fn parse_history(input: impl BufRead, set: &PlaybookSet) -> Result<Vec<Label
     let mut out = Vec::new();
     let mut errors = Vec::new();
     let known = || {
-        std::iter::once(NONE_ID).chain(set.ids()).collect::<Vec<_>>().join(", ")
+        std::iter::once(NONE_ID)
+            .chain(set.ids())
+            .collect::<Vec<_>>()
+            .join(", ")
     };
     for (i, line) in input.lines().enumerate() {
         let n = i + 1;
@@ -59,12 +62,19 @@ pub fn parse_history(input: impl BufRead, set: &PlaybookSet) -> Result<Vec<Label
             continue;
         };
         if label != NONE_ID && set.get(&label).is_none() {
-            errors.push(format!("line {n}: unknown label `{label}` (known: {})", known()));
+            errors.push(format!(
+                "line {n}: unknown label `{label}` (known: {})",
+                known()
+            ));
             continue;
         }
         out.push(Labelled { text, label });
     }
-    if errors.is_empty() { Ok(out) } else { Err(errors) }
+    if errors.is_empty() {
+        Ok(out)
+    } else {
+        Err(errors)
+    }
 }
 
 /// One answer line of `suggest --jsonl`.
@@ -81,7 +91,11 @@ struct Answer<'a> {
 /// `{"playbook", "confidence", "ranked", "lang", "fields"}`, or
 /// `{"error": "line N: ..."}` for a bad line (blank lines included, so
 /// output lines always match input lines). Returns how many lines failed.
-pub fn suggest_jsonl(engine: &Engine, input: impl BufRead, mut out: impl Write) -> std::io::Result<usize> {
+pub fn suggest_jsonl(
+    engine: &Engine,
+    input: impl BufRead,
+    mut out: impl Write,
+) -> std::io::Result<usize> {
     #[derive(Deserialize)]
     struct Line {
         text: serde_json::Value,
@@ -91,7 +105,9 @@ pub fn suggest_jsonl(engine: &Engine, input: impl BufRead, mut out: impl Write) 
         let n = i + 1;
         let line = line?;
         let text = match serde_json::from_str::<Line>(&line) {
-            Ok(Line { text: serde_json::Value::String(t) }) => Ok(t),
+            Ok(Line {
+                text: serde_json::Value::String(t),
+            }) => Ok(t),
             Ok(_) => Err(format!("line {n}: \"text\" must be a string")),
             Err(e) if line.trim().is_empty() => Err(format!("line {n}: empty line ({e})")),
             Err(e) => Err(format!("line {n}: not a JSON object with \"text\": {e}")),
@@ -126,7 +142,11 @@ pub fn format_suggestion(engine: &Engine, text: &str) -> String {
     let mut out = String::new();
     let lang = s.lang;
     let zh = lang == Lang::Zh;
-    match s.playbook.as_deref().and_then(|id| engine.playbooks().get(id)) {
+    match s
+        .playbook
+        .as_deref()
+        .and_then(|id| engine.playbooks().get(id))
+    {
         Some(pb) => {
             let _ = writeln!(
                 out,
@@ -138,11 +158,18 @@ pub fn format_suggestion(engine: &Engine, text: &str) -> String {
             );
         }
         None => {
-            let _ = writeln!(out, "playbook: none (abstained), best confidence {:.2}", s.confidence);
+            let _ = writeln!(
+                out,
+                "playbook: none (abstained), best confidence {:.2}",
+                s.confidence
+            );
         }
     }
-    let ranked: Vec<String> =
-        s.ranked.iter().map(|r| format!("{} {:.2}", r.playbook, r.confidence)).collect();
+    let ranked: Vec<String> = s
+        .ranked
+        .iter()
+        .map(|r| format!("{} {:.2}", r.playbook, r.confidence))
+        .collect();
     let _ = writeln!(out, "ranked: {}", ranked.join(", "));
     let _ = writeln!(out, "language: {lang}");
     if !s.why.is_empty() {
@@ -157,7 +184,11 @@ pub fn format_suggestion(engine: &Engine, text: &str) -> String {
             let _ = writeln!(out, "  {k}: {v}");
         }
     }
-    if let Some(pb) = s.playbook.as_deref().and_then(|id| engine.playbooks().get(id)) {
+    if let Some(pb) = s
+        .playbook
+        .as_deref()
+        .and_then(|id| engine.playbooks().get(id))
+    {
         let _ = writeln!(out, "{}", if zh { "检查清单:" } else { "checklist:" });
         for item in pb.checklist(lang) {
             let _ = writeln!(out, "  [ ] {item}");

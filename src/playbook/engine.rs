@@ -16,7 +16,8 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use aho_corasick::AhoCorasick;
+use aho_corasick::{AhoCorasick, AhoCorasickKind};
+use regex_syntax::hir::literal::{ExtractKind, Extractor};
 use serde::{Deserialize, Serialize};
 
 use crate::lang::Lang;
@@ -49,7 +50,9 @@ pub struct SuggestOptions {
 
 impl Default for SuggestOptions {
     fn default() -> Self {
-        SuggestOptions { threshold: DEFAULT_THRESHOLD }
+        SuggestOptions {
+            threshold: DEFAULT_THRESHOLD,
+        }
     }
 }
 
@@ -127,16 +130,68 @@ struct PhraseTarget {
 
 /// Every trigger and phrase of the set.
 ///
-/// Triggers run one by one: each regex alone keeps a small lazy DFA and a
-/// literal prefilter, while a `RegexSet` of all of them (with Unicode `.`
-/// repetitions) outgrows its DFA cache and falls back to the slow PikeVM.
-/// Phrases, being plain strings, all run in one Aho-Corasick pass.
+/// Triggers run one by one: each regex alone keeps a small lazy DFA, while
+/// a `RegexSet` of all of them (with Unicode `.` repetitions) outgrows its
+/// DFA cache and falls back to the slow PikeVM. To avoid running seventy
+/// regexes per ticket, the literal prefixes every match of a trigger must
+/// start with go into one Aho-Corasick automaton: one pass over the text
+/// names the few triggers worth running. Phrases, being plain strings, all
+/// run in one Aho-Corasick pass too.
 #[derive(Debug)]
 pub(crate) struct Rules {
     /// (class, playbook trigger index) per entry of the flattened list.
     triggers: Vec<(usize, usize)>,
+    /// Literal prefixes of the triggers that have a finite set of them.
+    prefixes: AhoCorasick,
+    /// Trigger (index into `triggers`) of each prefix pattern.
+    prefix_owner: Vec<usize>,
+    /// Triggers without usable prefixes: always run.
+    always: Vec<usize>,
     phrases: AhoCorasick,
     phrase_targets: Vec<PhraseTarget>,
+}
+
+/// The literal prefixes every match of `pattern` starts with, up to ASCII
+/// case, or `None` when there is no finite, non-empty set of them.
+///
+/// Triggers are compiled case-insensitively. Extracting prefixes from a
+/// case-insensitive parse enumerates every case variant and soon exceeds
+/// the extractor's limits, so the pattern is parsed case-sensitively and
+/// the prefixes are matched ASCII-case-insensitively instead. That is
+/// exact for ASCII and caseless scripts (Chinese); a literal with other
+/// cased letters (é, Ж) gets no prefilter.
+fn literal_prefixes(pattern: &str) -> Option<Vec<Vec<u8>>> {
+    let stripped = pattern.strip_prefix("(?i)").unwrap_or(pattern);
+    if stripped.contains("(?i") {
+        return None;
+    }
+    let hir = regex_syntax::ParserBuilder::new()
+        .build()
+        .parse(stripped)
+        .ok()?;
+    let seq = Extractor::new()
+        .kind(ExtractKind::Prefix)
+        .limit_total(1000)
+        .extract(&hir);
+    let lits = seq.literals()?;
+    if lits.is_empty() || lits.iter().any(|l| l.as_bytes().is_empty()) {
+        return None;
+    }
+    let mut out = Vec::with_capacity(lits.len());
+    for l in lits {
+        // A prefix may end inside a UTF-8 sequence; only whole chars are checked.
+        let text = String::from_utf8_lossy(l.as_bytes());
+        if text
+            .chars()
+            .any(|c| !c.is_ascii() && c.to_lowercase().ne(c.to_uppercase()))
+        {
+            return None;
+        }
+        out.push(l.as_bytes().to_ascii_lowercase());
+    }
+    out.sort();
+    out.dedup();
+    Some(out)
 }
 
 /// Per-class rule evidence of one text.
@@ -156,17 +211,59 @@ impl Rules {
     pub(crate) fn build(set: &PlaybookSet) -> Rules {
         let mut triggers = Vec::new();
         let mut phrase_targets = Vec::new();
+        let mut prefix_lits = Vec::new();
+        let mut prefix_owner = Vec::new();
+        let mut always = Vec::new();
         for (i, pb) in set.playbooks.iter().enumerate() {
-            triggers.extend((0..pb.triggers.len()).map(|t| (i + 1, t)));
-            phrase_targets.extend(
-                pb.phrases.iter().map(|p| PhraseTarget { class: i + 1, phrase: p.to_lowercase() }),
-            );
+            for (t, trig) in pb.triggers.iter().enumerate() {
+                match literal_prefixes(trig.regex.as_str()) {
+                    Some(lits) => {
+                        prefix_owner.extend(std::iter::repeat_n(triggers.len(), lits.len()));
+                        prefix_lits.extend(lits);
+                    }
+                    None => always.push(triggers.len()),
+                }
+                triggers.push((i + 1, t));
+            }
+            phrase_targets.extend(pb.phrases.iter().map(|p| PhraseTarget {
+                class: i + 1,
+                phrase: p.to_lowercase(),
+            }));
         }
+        // A full DFA: a few hundred phrases make it small, and overlapping
+        // search on the default NFA is several times slower.
         let phrases = AhoCorasick::builder()
             .ascii_case_insensitive(true)
+            .kind(Some(AhoCorasickKind::DFA))
             .build(phrase_targets.iter().map(|p| p.phrase.as_str()))
             .expect("phrase automaton");
-        Rules { triggers, phrases, phrase_targets }
+        let prefixes = AhoCorasick::builder()
+            .ascii_case_insensitive(true)
+            .kind(Some(AhoCorasickKind::ContiguousNFA))
+            .build(&prefix_lits)
+            .expect("prefix automaton");
+        Rules {
+            triggers,
+            prefixes,
+            prefix_owner,
+            always,
+            phrases,
+            phrase_targets,
+        }
+    }
+
+    #[doc(hidden)]
+    pub fn phrases_only(&self, text: &str) -> usize {
+        self.phrases.find_overlapping_iter(text).count()
+    }
+
+    #[doc(hidden)]
+    pub fn prefix_only(&self, text: &str) -> usize {
+        let mut candidates = vec![false; self.triggers.len()];
+        for m in self.prefixes.find_overlapping_iter(text) {
+            candidates[self.prefix_owner[m.pattern().as_usize()]] = true;
+        }
+        candidates.iter().filter(|c| **c).count() + self.always.len()
     }
 
     pub(crate) fn hits(&self, set: &PlaybookSet, text: &str, k: usize) -> RuleHits {
@@ -176,7 +273,19 @@ impl Rules {
             matched_triggers: Vec::new(),
             matched_phrases: Vec::new(),
         };
+        // Candidate triggers: those without prefixes, and those whose prefix
+        // occurs somewhere in the text.
+        let mut candidates = vec![false; self.triggers.len()];
+        for &i in &self.always {
+            candidates[i] = true;
+        }
+        for m in self.prefixes.find_overlapping_iter(text) {
+            candidates[self.prefix_owner[m.pattern().as_usize()]] = true;
+        }
         for (i, &(class, t)) in self.triggers.iter().enumerate() {
+            if !candidates[i] {
+                continue;
+            }
             let trig = &set.playbooks[class - 1].triggers[t];
             if trig.regex.is_match(text) {
                 h.trigger[class] += trig.weight;
@@ -220,7 +329,12 @@ impl Engine {
 
     /// Retrains for a new playbook set, keeping history and options.
     pub fn rebuild(&self, set: Arc<PlaybookSet>) -> Engine {
-        Self::build_tuned(set, self.history.clone(), self.opts.clone(), self.tuning.clone())
+        Self::build_tuned(
+            set,
+            self.history.clone(),
+            self.opts.clone(),
+            self.tuning.clone(),
+        )
     }
 
     /// The labelled history the engine was trained on.
@@ -247,16 +361,25 @@ impl Engine {
     pub(crate) fn probabilities(&self, text: &str) -> Vec<f32> {
         let text = redact(text);
         let lang = detect_lang(&text);
-        let k = self.classes.len();
-        let hits = self.rules.hits(&self.set, &text, k);
-        let mut probs = vec![0f32; k];
-        features::with_scratch(|s| {
-            features::normalize_into(&text, &mut s.chars);
-            features::vectorize(&s.chars, &mut s.feats);
-            s.feats.push((lang_bucket(lang), 1.0));
-            push_rule_features(&hits, &self.tuning, &mut s.feats);
-            self.model.add_scores(&s.feats, &mut probs);
-        });
+        let hits = self.rules.hits(&self.set, &text, self.classes.len());
+        features::with_scratch(|s| self.score(&text, lang, &hits, s))
+    }
+
+    /// Softmax over the classes for a redacted text; leaves the n-gram
+    /// origins in `s` for [`Engine::top_features`].
+    fn score(
+        &self,
+        text: &str,
+        lang: Lang,
+        hits: &RuleHits,
+        s: &mut features::Scratch,
+    ) -> Vec<f32> {
+        let mut probs = vec![0f32; self.classes.len()];
+        features::normalize_into(text, &mut s.chars);
+        features::vectorize_with_origins(&s.chars, &mut s.feats, &mut s.origins);
+        s.feats.push((lang_bucket(lang), 1.0));
+        push_rule_features(hits, &self.tuning, &mut s.feats);
+        self.model.add_scores(&s.feats, &mut probs);
         softmax(&mut probs, self.model.temperature);
         probs
     }
@@ -311,7 +434,13 @@ impl Engine {
         let mean = mass.iter().sum::<f32>() / present as f32;
         let factor: Vec<f32> = mass
             .iter()
-            .map(|&m| if m > 0.0 { (mean / m).powf(tuning.balance) } else { 0.0 })
+            .map(|&m| {
+                if m > 0.0 {
+                    (mean / m).powf(tuning.balance)
+                } else {
+                    0.0
+                }
+            })
             .collect();
 
         let mut examples = Vec::with_capacity(raw.len() * 2);
@@ -328,17 +457,37 @@ impl Engine {
             push_rule_features(&hits, &tuning, &mut with_rules);
             if with_rules.len() != feats.len() {
                 // Half the mass with the rule features, half without.
-                examples.push(Example { features: with_rules, class, weight: weight * 0.5 });
-                examples.push(Example { features: feats, class, weight: weight * 0.5 });
+                examples.push(Example {
+                    features: with_rules,
+                    class,
+                    weight: weight * 0.5,
+                });
+                examples.push(Example {
+                    features: feats,
+                    class,
+                    weight: weight * 0.5,
+                });
             } else {
-                examples.push(Example { features: feats, class, weight });
+                examples.push(Example {
+                    features: feats,
+                    class,
+                    weight,
+                });
             }
         }
         eprintln!("feats {:?}", t0.elapsed());
         let mut model = Model::train(&examples, k, &tuning.train);
         eprintln!("train {:?}", t0.elapsed());
         model.temperature = tuning.temperature;
-        Engine { set, opts, history, classes, rules, model, tuning }
+        Engine {
+            set,
+            opts,
+            history,
+            classes,
+            rules,
+            model,
+            tuning,
+        }
     }
 
     /// Suggests a playbook for a ticket.
@@ -347,41 +496,37 @@ impl Engine {
         let lang = detect_lang(&text);
         let k = self.classes.len();
         let hits = self.rules.hits(&self.set, &text, k);
-        let mut probs = vec![0f32; k];
         features::with_scratch(|s| {
-            features::normalize_into(&text, &mut s.chars);
-            features::vectorize(&s.chars, &mut s.feats);
-            s.feats.push((lang_bucket(lang), 1.0));
-            push_rule_features(&hits, &self.tuning, &mut s.feats);
-            self.model.add_scores(&s.feats, &mut probs);
-        });
-        softmax(&mut probs, self.model.temperature);
+            let probs = self.score(&text, lang, &hits, s);
+            let mut order: Vec<usize> = (1..k).collect();
+            order.sort_by(|&a, &b| probs[b].total_cmp(&probs[a]).then(a.cmp(&b)));
+            let ranked: Vec<Ranked> = order
+                .iter()
+                .take(3)
+                .map(|&c| Ranked {
+                    playbook: self.classes[c].clone(),
+                    confidence: round4(probs[c]),
+                })
+                .collect();
+            let best = order.first().copied();
+            let confidence = best.map_or(0.0, |c| round4(probs[c]));
+            let chosen = best.filter(|&c| probs[c] >= probs[0] && probs[c] >= self.opts.threshold);
 
-        let mut order: Vec<usize> = (1..k).collect();
-        order.sort_by(|&a, &b| probs[b].total_cmp(&probs[a]).then(a.cmp(&b)));
-        let ranked: Vec<Ranked> = order
-            .iter()
-            .take(3)
-            .map(|&c| Ranked { playbook: self.classes[c].clone(), confidence: round4(probs[c]) })
-            .collect();
-        let best = order.first().copied();
-        let confidence = best.map_or(0.0, |c| round4(probs[c]));
-        let chosen = best.filter(|&c| probs[c] >= probs[0] && probs[c] >= self.opts.threshold);
-
-        let mut fields = BTreeMap::new();
-        extract::extract_builtin(&text, &mut fields);
-        if let Some(c) = chosen {
-            extract::extract_playbook_fields(&self.set.playbooks[c - 1], &text, &mut fields);
-        }
-        let why = self.explain(&text, &hits, &probs, best, chosen.is_some());
-        Suggestion {
-            playbook: chosen.map(|c| self.classes[c].clone()),
-            confidence,
-            ranked,
-            lang,
-            fields,
-            why,
-        }
+            let mut fields = BTreeMap::new();
+            extract::extract_builtin(&text, &mut fields);
+            if let Some(c) = chosen {
+                extract::extract_playbook_fields(&self.set.playbooks[c - 1], &text, &mut fields);
+            }
+            let why = self.explain(&text, &hits, &probs, best, chosen.is_some(), s);
+            Suggestion {
+                playbook: chosen.map(|c| self.classes[c].clone()),
+                confidence,
+                ranked,
+                lang,
+                fields,
+                why,
+            }
+        })
     }
 
     /// Renders a playbook's reply draft.
@@ -403,6 +548,7 @@ impl Engine {
         probs: &[f32],
         best: Option<usize>,
         suggested: bool,
+        s: &features::Scratch,
     ) -> Vec<String> {
         let mut why = Vec::new();
         let Some(best) = best else {
@@ -425,7 +571,11 @@ impl Engine {
         for &i in &hits.matched_triggers {
             let (class, t) = self.rules.triggers[i];
             let trig = &self.set.playbooks[class - 1].triggers[t];
-            let seen = trig.regex.find(text).map(|m| m.as_str()).unwrap_or_default();
+            let seen = trig
+                .regex
+                .find(text)
+                .map(|m| m.as_str())
+                .unwrap_or_default();
             why.push(format!(
                 "trigger of {} matched “{seen}” (weight {})",
                 self.classes[class], trig.weight
@@ -433,44 +583,50 @@ impl Engine {
         }
         for &i in &hits.matched_phrases {
             let p = &self.rules.phrase_targets[i];
-            why.push(format!("phrase of {}: “{}”", self.classes[p.class], p.phrase));
+            why.push(format!(
+                "phrase of {}: “{}”",
+                self.classes[p.class], p.phrase
+            ));
         }
-        let top = self.top_features(text, best, 4);
+        let top = self.top_features(s, best, 4);
         if !top.is_empty() {
-            why.push(format!("words pointing to {}: {}", self.classes[best], top.join(", ")));
+            why.push(format!(
+                "words pointing to {}: {}",
+                self.classes[best],
+                top.join(", ")
+            ));
         }
         why
     }
 
-    /// The n-grams of `text` that push most towards `class`.
-    fn top_features(&self, text: &str, class: usize, n: usize) -> Vec<String> {
-        let mut chars = Vec::new();
-        features::normalize_into(text, &mut chars);
-        let mut scored: Vec<(f32, u32, Origin)> = Vec::new();
-        features::for_each_ngram(&chars, |h, o| {
-            let j = features::bucket(h);
-            // Evidence for `class` relative to the average class.
-            let row_mean = (0..self.model.k).map(|c| self.model.weight(j, c)).sum::<f32>()
-                / self.model.k as f32;
-            let s = self.model.weight(j, class) - row_mean;
-            if s > 0.0 {
-                scored.push((s, j, o));
-            }
-        });
-        scored.sort_by(|a, b| b.0.total_cmp(&a.0));
-        let mut seen = Vec::new();
-        let mut out = Vec::new();
-        for (_, j, o) in scored {
-            if seen.contains(&j) || o.kind == Kind::CharGram && out.len() >= 2 {
+    /// The n-grams (recorded in `s` by the last [`Engine::score`]) that
+    /// push most towards `class`: largest weight above the row's mean.
+    fn top_features(&self, s: &features::Scratch, class: usize, n: usize) -> Vec<String> {
+        let k = self.model.k;
+        // Best `n` (score, origin index), kept sorted; no allocation per n-gram.
+        let mut top: Vec<(f32, usize)> = Vec::with_capacity(n + 1);
+        for (i, &(j, o)) in s.origins.iter().enumerate() {
+            // Single characters and sub-word grams explain little.
+            if matches!(o.kind, Kind::Cjk1 | Kind::CharGram) {
                 continue;
             }
-            seen.push(j);
-            out.push(features::describe(&chars, &o));
-            if out.len() == n {
-                break;
+            let row = self.model.row(j);
+            let score = row[class] - row.iter().sum::<f32>() / k as f32;
+            if score <= 0.0 || top.iter().any(|&(_, t)| s.origins[t].0 == j) {
+                continue;
+            }
+            if top.len() < n || score > top[top.len() - 1].0 {
+                let at = top
+                    .iter()
+                    .position(|&(t, _)| score > t)
+                    .unwrap_or(top.len());
+                top.insert(at, (score, i));
+                top.truncate(n);
             }
         }
-        out
+        top.iter()
+            .map(|&(_, i)| features::describe(&s.chars, &s.origins[i].1))
+            .collect()
     }
 }
 
@@ -518,7 +674,11 @@ pub fn detect_lang(text: &str) -> Lang {
         }
     }
     if cjk == 0 {
-        return if words == 0 { Lang::default() } else { Lang::En };
+        return if words == 0 {
+            Lang::default()
+        } else {
+            Lang::En
+        };
     }
     if cjk >= words {
         return Lang::Zh;
@@ -530,4 +690,8 @@ pub fn detect_lang(text: &str) -> Lang {
         Some(whatlang::Lang::Cmn | whatlang::Lang::Jpn) => Lang::Zh,
         _ => Lang::En,
     }
+}
+#[doc(hidden)]
+pub fn literal_prefixes_pub(p: &str) -> Option<Vec<Vec<u8>>> {
+    literal_prefixes(p)
 }

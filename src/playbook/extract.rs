@@ -81,8 +81,16 @@ static DATE: LazyLock<Regex> = LazyLock::new(|| {
 /// Country and region names: (Chinese, English, English spellings).
 const COUNTRIES: &[(&str, &str, &[&str])] = &[
     ("中国", "China", &["china", "mainland china", "prc"]),
-    ("美国", "United States", &["united states", "usa", "america", "US"]),
-    ("英国", "United Kingdom", &["united kingdom", "britain", "england", "UK"]),
+    (
+        "美国",
+        "United States",
+        &["united states", "usa", "america", "US"],
+    ),
+    (
+        "英国",
+        "United Kingdom",
+        &["united kingdom", "britain", "england", "UK"],
+    ),
     ("日本", "Japan", &["japan"]),
     ("韩国", "South Korea", &["south korea", "korea"]),
     ("香港", "Hong Kong", &["hong kong", "hongkong"]),
@@ -119,7 +127,11 @@ const COUNTRIES: &[(&str, &str, &[&str])] = &[
     ("俄罗斯", "Russia", &["russia"]),
     ("土耳其", "Turkey", &["turkey", "türkiye"]),
     ("以色列", "Israel", &["israel"]),
-    ("阿联酋", "United Arab Emirates", &["united arab emirates", "UAE", "dubai"]),
+    (
+        "阿联酋",
+        "United Arab Emirates",
+        &["united arab emirates", "UAE", "dubai"],
+    ),
     ("迪拜", "United Arab Emirates", &[]),
     ("沙特", "Saudi Arabia", &["saudi arabia"]),
     ("埃及", "Egypt", &["egypt"]),
@@ -243,7 +255,9 @@ pub(crate) fn amount(text: &str) -> Option<(String, Option<&'static str>)> {
         let value = if factor == 1.0 {
             digits
         } else {
-            let Ok(v) = digits.parse::<f64>() else { continue };
+            let Ok(v) = digits.parse::<f64>() else {
+                continue;
+            };
             format_number(v * factor)
         };
         return Some((value, cur.and_then(currency_code)));
@@ -280,7 +294,9 @@ pub(crate) fn currency_code(s: &str) -> Option<&'static str> {
 
 /// The first currency named anywhere in `text`.
 pub(crate) fn currency(text: &str) -> Option<&'static str> {
-    CURRENCY.find_iter(text).find_map(|m| currency_code(m.as_str()))
+    CURRENCY
+        .find_iter(text)
+        .find_map(|m| currency_code(m.as_str()))
 }
 
 /// A transaction or order id: after a keyword, else a bare id-like token.
@@ -387,12 +403,30 @@ mod tests {
 
     #[test]
     fn transaction_ids() {
-        assert_eq!(transaction_id("订单号：2024031200123 没到账").as_deref(), Some("2024031200123"));
-        assert_eq!(transaction_id("transaction id TX88812345 failed").as_deref(), Some("TX88812345"));
-        assert_eq!(transaction_id("order #A-998123 refund").as_deref(), Some("A-998123"));
-        assert_eq!(transaction_id("交易单号是TP20240312001").as_deref(), Some("TP20240312001"));
-        assert_eq!(transaction_id("ref TP2024031298 please").as_deref(), Some("TP2024031298"));
-        assert_eq!(transaction_id("pending since TP2024031298 was sent").as_deref(), Some("TP2024031298"));
+        assert_eq!(
+            transaction_id("订单号：2024031200123 没到账").as_deref(),
+            Some("2024031200123")
+        );
+        assert_eq!(
+            transaction_id("transaction id TX88812345 failed").as_deref(),
+            Some("TX88812345")
+        );
+        assert_eq!(
+            transaction_id("order #A-998123 refund").as_deref(),
+            Some("A-998123")
+        );
+        assert_eq!(
+            transaction_id("交易单号是TP20240312001").as_deref(),
+            Some("TP20240312001")
+        );
+        assert_eq!(
+            transaction_id("ref TP2024031298 please").as_deref(),
+            Some("TP2024031298")
+        );
+        assert_eq!(
+            transaction_id("pending since TP2024031298 was sent").as_deref(),
+            Some("TP2024031298")
+        );
         assert_eq!(transaction_id("my order status is wrong"), None);
         assert_eq!(transaction_id("手机13800138000"), None);
     }
@@ -406,12 +440,27 @@ mod tests {
 
     #[test]
     fn card_last4_from_masks_and_words() {
-        assert_eq!(card_last4("card **** 1234 declined").as_deref(), Some("1234"));
-        assert_eq!(card_last4("卡 **** **** **** 5678 被拒").as_deref(), Some("5678"));
+        assert_eq!(
+            card_last4("card **** 1234 declined").as_deref(),
+            Some("1234")
+        );
+        assert_eq!(
+            card_last4("卡 **** **** **** 5678 被拒").as_deref(),
+            Some("5678")
+        );
         assert_eq!(card_last4("尾号1234的卡").as_deref(), Some("1234"));
-        assert_eq!(card_last4("the card ending in 4321").as_deref(), Some("4321"));
-        assert_eq!(card_last4("last 4 digits are 9876").as_deref(), Some("9876"));
-        assert_eq!(card_last4("卡号[card ****1111]被拒").as_deref(), Some("1111"));
+        assert_eq!(
+            card_last4("the card ending in 4321").as_deref(),
+            Some("4321")
+        );
+        assert_eq!(
+            card_last4("last 4 digits are 9876").as_deref(),
+            Some("9876")
+        );
+        assert_eq!(
+            card_last4("卡号[card ****1111]被拒").as_deref(),
+            Some("1111")
+        );
         assert_eq!(card_last4("I paid 1234 yuan"), None);
     }
 
@@ -428,8 +477,14 @@ mod tests {
     fn countries_in_both_languages() {
         assert_eq!(country("从日本给家里转账").as_deref(), Some("日本"));
         assert_eq!(country("付款到印度尼西亚").as_deref(), Some("印度尼西亚"));
-        assert_eq!(country("sending money to Germany").as_deref(), Some("Germany"));
-        assert_eq!(country("I'm in the US now").as_deref(), Some("United States"));
+        assert_eq!(
+            country("sending money to Germany").as_deref(),
+            Some("Germany")
+        );
+        assert_eq!(
+            country("I'm in the US now").as_deref(),
+            Some("United States")
+        );
         assert_eq!(country("please contact us").as_deref(), None);
         assert_eq!(country("从中国汇款到美国").as_deref(), Some("美国"));
         assert_eq!(country("在中国能用吗").as_deref(), Some("中国"));
@@ -440,7 +495,10 @@ mod tests {
         assert_eq!(date("2024年3月12日付的款").as_deref(), Some("2024-03-12"));
         assert_eq!(date("on 2024-03-05 at noon").as_deref(), Some("2024-03-05"));
         assert_eq!(date("3月12日那笔").as_deref(), Some("3月12日"));
-        assert_eq!(date("paid on March 12, 2024").as_deref(), Some("March 12, 2024"));
+        assert_eq!(
+            date("paid on March 12, 2024").as_deref(),
+            Some("March 12, 2024")
+        );
         assert_eq!(date("since 5th Jan").as_deref(), Some("5th Jan"));
         assert_eq!(date("昨天转的").as_deref(), Some("昨天"));
         assert_eq!(date("nothing"), None);

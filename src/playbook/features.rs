@@ -123,6 +123,8 @@ pub(crate) struct Scratch {
     pub(crate) chars: Vec<char>,
     /// Raw (bucket, value) pairs before merging duplicates.
     pub(crate) feats: Vec<Feature>,
+    /// Bucket and origin of every n-gram, for explanations.
+    pub(crate) origins: Vec<(u32, Origin)>,
 }
 
 thread_local! {
@@ -159,7 +161,11 @@ pub(crate) fn for_each_ngram(chars: &[char], mut emit: impl FnMut(u64, Origin)) 
                         break;
                     }
                     h = mix(h, chars[s + len - 1] as u64);
-                    let o = Origin { kind, a: (s as u32, (s + len) as u32), b: (0, 0) };
+                    let o = Origin {
+                        kind,
+                        a: (s as u32, (s + len) as u32),
+                        b: (0, 0),
+                    };
                     emit(mix(h, kind as u64), o);
                 }
             }
@@ -172,9 +178,20 @@ pub(crate) fn for_each_ngram(chars: &[char], mut emit: impl FnMut(u64, Origin)) 
                 i += 1;
             }
             let (s, e) = (start as u32, i as u32);
-            emit(h, Origin { kind: Kind::Word, a: (s, e), b: (0, 0) });
+            emit(
+                h,
+                Origin {
+                    kind: Kind::Word,
+                    a: (s, e),
+                    b: (0, 0),
+                },
+            );
             if let Some((ps, pe, ph)) = prev {
-                let o = Origin { kind: Kind::WordPair, a: (ps, pe), b: (s, e) };
+                let o = Origin {
+                    kind: Kind::WordPair,
+                    a: (ps, pe),
+                    b: (s, e),
+                };
                 emit(mix(mix(ph, 0x2f), h), o);
             }
             prev = Some((s, e, h));
@@ -197,7 +214,14 @@ pub(crate) fn for_each_ngram(chars: &[char], mut emit: impl FnMut(u64, Origin)) 
                     let a0 = (start as isize + g.max(0)) as u32;
                     let a1 = (start as isize + (g + 3).min(len as isize)) as u32;
                     let marks = u32::from(g < 0) | (u32::from(g + 3 > len as isize) << 1);
-                    emit(h, Origin { kind: Kind::CharGram, a: (a0, a1), b: (marks, 0) });
+                    emit(
+                        h,
+                        Origin {
+                            kind: Kind::CharGram,
+                            a: (a0, a1),
+                            b: (marks, 0),
+                        },
+                    );
                 }
             }
         } else {
@@ -220,8 +244,30 @@ pub(crate) fn normalize_into(text: &str, chars: &mut Vec<char>) {
 pub(crate) fn vectorize(chars: &[char], out: &mut Vec<Feature>) {
     out.clear();
     for_each_ngram(chars, |h, o| out.push((bucket(h), o.kind.weight())));
+    finish(out);
+}
+
+/// [`vectorize`] that also records every n-gram's origin (for explaining
+/// a suggestion without a second pass).
+pub(crate) fn vectorize_with_origins(
+    chars: &[char],
+    out: &mut Vec<Feature>,
+    origins: &mut Vec<(u32, Origin)>,
+) {
+    out.clear();
+    origins.clear();
+    for_each_ngram(chars, |h, o| {
+        let b = bucket(h);
+        out.push((b, o.kind.weight()));
+        origins.push((b, o));
+    });
+    finish(out);
+}
+
+/// Sorts, merges duplicates (presence, not counts: repetition is not
+/// evidence) and scales to unit length.
+fn finish(out: &mut Vec<Feature>) {
     out.sort_unstable_by_key(|f| f.0);
-    // Merge duplicates: presence, not counts (repetition is not evidence).
     let mut w = 0;
     for r in 0..out.len() {
         if w > 0 && out[w - 1].0 == out[r].0 {
@@ -282,7 +328,12 @@ mod tests {
     #[test]
     fn english_gives_words_pairs_and_char_grams() {
         let g = grams("Refund STATUS");
-        for want in ["“refund”", "“refund status”", "“<re” (in a word)", "“us>” (in a word)"] {
+        for want in [
+            "“refund”",
+            "“refund status”",
+            "“<re” (in a word)",
+            "“us>” (in a word)",
+        ] {
             assert!(g.contains(&want.to_string()), "{want} in {g:?}");
         }
     }

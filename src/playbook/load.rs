@@ -180,7 +180,9 @@ impl Playbook {
 
     /// The playbook's own `[[fields]]` as (name, description).
     pub fn field_descriptions(&self) -> impl Iterator<Item = (&str, &str)> {
-        self.fields.iter().map(|f| (f.name.as_str(), f.description.as_str()))
+        self.fields
+            .iter()
+            .map(|f| (f.name.as_str(), f.description.as_str()))
     }
 
     /// The reply template source in `lang`.
@@ -321,11 +323,19 @@ pub fn load_dir(dir: &Path) -> Result<PlaybookSet, Vec<PlaybookError>> {
     for pb in &playbooks {
         for lang in Lang::ALL {
             // Already compiled once during validation, so this cannot fail.
-            env.add_template_owned(render::template_name(&pb.id, lang), pb.reply.get(lang).clone())
-                .expect("validated template");
+            env.add_template_owned(
+                render::template_name(&pb.id, lang),
+                pb.reply.get(lang).clone(),
+            )
+            .expect("validated template");
         }
     }
-    Ok(PlaybookSet { dir: dir.to_path_buf(), playbooks, out_of_scope, env })
+    Ok(PlaybookSet {
+        dir: dir.to_path_buf(),
+        playbooks,
+        out_of_scope,
+        env,
+    })
 }
 
 /// The result of reading one file.
@@ -384,8 +394,17 @@ const SCHEMA: &[(&str, &[&str])] = &[
     (
         "",
         &[
-            "id", "priority", "tags", "description", "phrases", "title", "triggers", "examples",
-            "fields", "checklist", "reply",
+            "id",
+            "priority",
+            "tags",
+            "description",
+            "phrases",
+            "title",
+            "triggers",
+            "examples",
+            "fields",
+            "checklist",
+            "reply",
         ],
     ),
     ("title", &["zh", "en"]),
@@ -397,8 +416,10 @@ const SCHEMA: &[(&str, &[&str])] = &[
 ];
 
 /// `out-of-scope.toml` may only hold these.
-const OUT_OF_SCOPE_SCHEMA: &[(&str, &[&str])] =
-    &[("", &["id", "description", "examples"]), ("examples", &["zh", "en"])];
+const OUT_OF_SCOPE_SCHEMA: &[(&str, &[&str])] = &[
+    ("", &["id", "description", "examples"]),
+    ("examples", &["zh", "en"]),
+];
 
 /// Line/byte bookkeeping for one file's error messages.
 struct Ctx<'a> {
@@ -411,31 +432,52 @@ impl Ctx<'_> {
         line_of(self.source, offset)
     }
 
-    fn error(&self, offset: usize, key: impl Into<String>, message: impl Into<String>) -> PlaybookError {
+    fn error(
+        &self,
+        offset: usize,
+        key: impl Into<String>,
+        message: impl Into<String>,
+    ) -> PlaybookError {
         err(self.file, self.line(offset), &key.into(), message.into())
     }
 }
 
 fn err(file: &Path, line: usize, key: &str, message: String) -> PlaybookError {
-    PlaybookError { file: file.to_path_buf(), line, key: key.to_string(), message }
+    PlaybookError {
+        file: file.to_path_buf(),
+        line,
+        key: key.to_string(),
+        message,
+    }
 }
 
 /// 1-based line of a byte offset.
 pub(crate) fn line_of(source: &str, offset: usize) -> usize {
     let offset = offset.min(source.len());
-    source.as_bytes()[..offset].iter().filter(|&&b| b == b'\n').count() + 1
+    source.as_bytes()[..offset]
+        .iter()
+        .filter(|&&b| b == b'\n')
+        .count()
+        + 1
 }
 
 /// Parses and validates one file, pushing every problem into `errors`.
 fn parse_file(file: &Path, source: &str, errors: &mut Vec<PlaybookError>) -> Option<Parsed> {
     let cx = Ctx { file, source };
-    let stem = file.file_stem().and_then(|s| s.to_str()).unwrap_or_default();
+    let stem = file
+        .file_stem()
+        .and_then(|s| s.to_str())
+        .unwrap_or_default();
     let is_oos = stem == OUT_OF_SCOPE_STEM;
     let table = match DeTable::parse(source) {
         Ok(t) => t,
         Err(e) => {
             let offset = e.span().map_or(0, |s| s.start);
-            errors.push(cx.error(offset, "", format!("invalid TOML: {}", one_line(e.message()))));
+            errors.push(cx.error(
+                offset,
+                "",
+                format!("invalid TOML: {}", one_line(e.message())),
+            ));
             return None;
         }
     };
@@ -445,7 +487,11 @@ fn parse_file(file: &Path, source: &str, errors: &mut Vec<PlaybookError>) -> Opt
         Ok(r) => r,
         Err(e) => {
             let offset = e.span().map_or(0, |s| s.start);
-            errors.push(cx.error(offset, "", format!("invalid playbook: {}", one_line(e.message()))));
+            errors.push(cx.error(
+                offset,
+                "",
+                format!("invalid playbook: {}", one_line(e.message())),
+            ));
             return None;
         }
     };
@@ -470,7 +516,11 @@ fn check_keys(
     };
     for (key, value) in table {
         let name = key.get_ref().as_ref();
-        let full = if path.is_empty() { name.to_string() } else { format!("{path}.{name}") };
+        let full = if path.is_empty() {
+            name.to_string()
+        } else {
+            format!("{path}.{name}")
+        };
         if !allowed.contains(&name) {
             let hint = format!("unknown key (expected one of: {})", allowed.join(", "));
             errors.push(cx.error(key.span().start, display_path(&full), hint));
@@ -498,7 +548,12 @@ fn display_path(path: &str) -> String {
 
 /// Flattens multi-line library messages (regex, TOML) into one line.
 pub(crate) fn one_line(message: &str) -> String {
-    message.split('\n').map(str::trim).filter(|l| !l.is_empty()).collect::<Vec<_>>().join(" ")
+    message
+        .split('\n')
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 /// A regex error without the ASCII-art pointer the regex crate draws.
@@ -522,6 +577,9 @@ pub(crate) fn compile_pattern(pattern: &str) -> Result<Regex, regex::Error> {
     regex::RegexBuilder::new(pattern)
         .case_insensitive(true)
         .size_limit(1 << 22)
+        // Unicode `.{0,25}` repetitions make many lazy-DFA states; a cache
+        // that holds them all avoids rebuilding states on every ticket.
+        .dfa_size_limit(16 << 20)
         .build()
 }
 
@@ -636,7 +694,9 @@ fn validate(
                 format!("fields[{i}].name"),
                 format!("`{}` is not a valid template variable name", name.get_ref()),
             ));
-        } else if BUILTIN_FIELDS.contains(&name.get_ref().as_str()) || name.get_ref() == "customer_name" {
+        } else if BUILTIN_FIELDS.contains(&name.get_ref().as_str())
+            || name.get_ref() == "customer_name"
+        {
             errors.push(cx.error(
                 name.span().start,
                 format!("fields[{i}].name"),
@@ -709,7 +769,9 @@ fn validate(
 
 fn is_identifier(s: &str) -> bool {
     let mut chars = s.chars();
-    chars.next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+    chars
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
         && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
 }
 
@@ -726,7 +788,12 @@ fn check_template(
     // a newline starts on the next line.
     let rest = &cx.source[start.min(cx.source.len())..];
     let first_line = cx.line(start)
-        + usize::from(rest.starts_with("\"\"\"\n") || rest.starts_with("'''\n") || rest.starts_with("\"\"\"\r\n") || rest.starts_with("'''\r\n"));
+        + usize::from(
+            rest.starts_with("\"\"\"\n")
+                || rest.starts_with("'''\n")
+                || rest.starts_with("\"\"\"\r\n")
+                || rest.starts_with("'''\r\n"),
+        );
     let env = render::environment();
     match env.template_from_named_str(key, text.get_ref()) {
         Ok(tmpl) => {
@@ -737,7 +804,8 @@ fn check_template(
                 .collect();
             unknown.sort();
             for var in unknown {
-                let line = find_var_line(text.get_ref(), &var).map_or(first_line, |l| first_line + l - 1);
+                let line =
+                    find_var_line(text.get_ref(), &var).map_or(first_line, |l| first_line + l - 1);
                 errors.push(err(
                     cx.file,
                     line,
@@ -755,7 +823,9 @@ fn check_template(
             }
         }
         Err(e) => {
-            let line = e.line().map_or(first_line, |l| first_line + l.saturating_sub(1));
+            let line = e
+                .line()
+                .map_or(first_line, |l| first_line + l.saturating_sub(1));
             let detail = e.detail().map(|d| format!(": {d}")).unwrap_or_default();
             errors.push(err(
                 cx.file,
@@ -769,15 +839,17 @@ fn check_template(
 
 /// 1-based line of the first line of `template` that mentions `var`.
 fn find_var_line(template: &str, var: &str) -> Option<usize> {
-    template.lines().position(|l| {
-        l.match_indices(var).any(|(i, _)| {
-            let before = l[..i].chars().next_back();
-            let after = l[i + var.len()..].chars().next();
-            !before.is_some_and(|c| c.is_alphanumeric() || c == '_')
-                && !after.is_some_and(|c| c.is_alphanumeric() || c == '_')
+    template
+        .lines()
+        .position(|l| {
+            l.match_indices(var).any(|(i, _)| {
+                let before = l[..i].chars().next_back();
+                let after = l[i + var.len()..].chars().next();
+                !before.is_some_and(|c| c.is_alphanumeric() || c == '_')
+                    && !after.is_some_and(|c| c.is_alphanumeric() || c == '_')
+            })
         })
-    })
-    .map(|i| i + 1)
+        .map(|i| i + 1)
 }
 
 fn by_lang_text(
@@ -799,7 +871,11 @@ fn by_lang_text(
         }
         Some(v) => v.into_inner(),
         None => {
-            errors.push(cx.error(at, format!("{key}.{lang}"), "missing language (every playbook needs zh and en)"));
+            errors.push(cx.error(
+                at,
+                format!("{key}.{lang}"),
+                "missing language (every playbook needs zh and en)",
+            ));
             String::new()
         }
     };
@@ -827,7 +903,11 @@ fn by_lang_list(
         }
         Some(v) => v.into_iter().map(|s| s.into_inner()).collect(),
         None => {
-            errors.push(cx.error(at, format!("{key}.{lang}"), "missing language (every playbook needs zh and en)"));
+            errors.push(cx.error(
+                at,
+                format!("{key}.{lang}"),
+                "missing language (every playbook needs zh and en)",
+            ));
             Vec::new()
         }
     };

@@ -27,7 +27,12 @@ pub(crate) struct TrainConfig {
 
 impl Default for TrainConfig {
     fn default() -> Self {
-        TrainConfig { epochs: 8, learning_rate: 0.4, l2: 1e-5, seed: 0x5eed }
+        TrainConfig {
+            epochs: 8,
+            learning_rate: 0.4,
+            l2: 1e-5,
+            seed: 0x5eed,
+        }
     }
 }
 
@@ -55,9 +60,9 @@ impl Model {
         }
     }
 
-    /// Weight of bucket `j` for class `c`.
-    pub(crate) fn weight(&self, j: u32, c: usize) -> f32 {
-        self.w[j as usize * self.k + c]
+    /// The `k` class weights of bucket `j`.
+    pub(crate) fn row(&self, j: u32) -> &[f32] {
+        &self.w[j as usize * self.k..(j as usize + 1) * self.k]
     }
 
     /// Trains a model on `examples` for `k` classes.
@@ -101,7 +106,11 @@ impl Model {
                 }
             }
         }
-        Model { k, w, temperature: 1.0 }
+        Model {
+            k,
+            w,
+            temperature: 1.0,
+        }
     }
 }
 
@@ -124,7 +133,11 @@ mod tests {
 
     #[test]
     fn learns_a_separable_problem() {
-        let ex = |j: u32, class| Example { features: vec![(j, 1.0), (7, 1.0)], class, weight: 1.0 };
+        let ex = |j: u32, class| Example {
+            features: vec![(j, 1.0), (7, 1.0)],
+            class,
+            weight: 1.0,
+        };
         let examples: Vec<Example> = (0..20).map(|i| ex(i % 2 + 1, (i % 2) as usize)).collect();
         let model = Model::train(&examples, 2, &TrainConfig::default());
         let mut s = vec![0.0; 2];

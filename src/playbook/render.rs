@@ -61,10 +61,19 @@ pub(crate) fn render_reply(
     if set.get(playbook).is_none() {
         return Err(RenderError::UnknownPlaybook(playbook.to_string()));
     }
-    let wrap = |source| RenderError::Template { playbook: playbook.to_string(), lang, source };
-    let tmpl = set.env.get_template(&template_name(playbook, lang)).map_err(wrap)?;
-    let mut ctx: BTreeMap<&str, Value> =
-        fields.iter().map(|(k, v)| (k.as_str(), Value::from(v.as_str()))).collect();
+    let wrap = |source| RenderError::Template {
+        playbook: playbook.to_string(),
+        lang,
+        source,
+    };
+    let tmpl = set
+        .env
+        .get_template(&template_name(playbook, lang))
+        .map_err(wrap)?;
+    let mut ctx: BTreeMap<&str, Value> = fields
+        .iter()
+        .map(|(k, v)| (k.as_str(), Value::from(v.as_str())))
+        .collect();
     if let Some(name) = customer_name.map(str::trim).filter(|n| !n.is_empty()) {
         ctx.insert("customer_name", Value::from(name));
     }

@@ -118,7 +118,10 @@ fn errors_for(name: &str, text: &str) -> Vec<String> {
 }
 
 fn assert_error(errors: &[String], needle: &str) {
-    assert!(errors.iter().any(|e| e.contains(needle)), "no `{needle}` in {errors:#?}");
+    assert!(
+        errors.iter().any(|e| e.contains(needle)),
+        "no `{needle}` in {errors:#?}"
+    );
 }
 
 #[test]
@@ -137,13 +140,23 @@ fn loads_a_good_directory() {
 fn check_reports_bad_toml_with_line() {
     let errors = errors_for("refund.toml", "id = \"refund\"\npriority = \n");
     assert_eq!(errors.len(), 1, "{errors:?}");
-    assert!(errors[0].contains("refund.toml:2: invalid TOML"), "{errors:?}");
+    assert!(
+        errors[0].contains("refund.toml:2: invalid TOML"),
+        "{errors:?}"
+    );
 }
 
 #[test]
 fn check_reports_unknown_keys() {
-    let text = REFUND.replace("tags = [\"payments\"]", "tags = [\"payments\"]\ncolour = \"red\"")
-        .replace("weight = 2.0\n\n[[triggers]]", "wieght = 2.0\n\n[[triggers]]");
+    let text = REFUND
+        .replace(
+            "tags = [\"payments\"]",
+            "tags = [\"payments\"]\ncolour = \"red\"",
+        )
+        .replace(
+            "weight = 2.0\n\n[[triggers]]",
+            "wieght = 2.0\n\n[[triggers]]",
+        );
     let errors = errors_for("refund.toml", &text);
     assert_error(&errors, "refund.toml:5: colour: unknown key");
     assert_error(&errors, "triggers[].wieght: unknown key");
@@ -152,7 +165,10 @@ fn check_reports_unknown_keys() {
 #[test]
 fn check_reports_duplicate_ids_and_file_name_mismatch() {
     let errors = errors_for("refund2.toml", REFUND);
-    assert_error(&errors, "refund2.toml:2: id: id `refund` does not match the file name");
+    assert_error(
+        &errors,
+        "refund2.toml:2: id: id `refund` does not match the file name",
+    );
     // Same id twice (one file misnamed): reported as a duplicate too.
     assert_error(&errors, "duplicate id `refund`");
 }
@@ -161,7 +177,10 @@ fn check_reports_duplicate_ids_and_file_name_mismatch() {
 fn check_reports_bad_regex_with_its_line() {
     let text = REFUND.replace("(退款|退钱).{0,6}(没|未)(到|收到)", "(退款|退钱");
     let errors = errors_for("refund.toml", &text);
-    assert_error(&errors, "refund.toml:13: triggers[0].pattern: regex parse error: unclosed group");
+    assert_error(
+        &errors,
+        "refund.toml:13: triggers[0].pattern: regex parse error: unclosed group",
+    );
 }
 
 #[test]
@@ -176,7 +195,10 @@ fn check_reports_unknown_template_variable() {
     let text = REFUND.replace("{{ merchant }}", "{{ merchnat }}");
     let errors = errors_for("refund.toml", &text);
     // The zh reply starts on line 35; the variable is on its first line.
-    assert_error(&errors, "refund.toml:35: reply.zh: template uses unknown variable `merchnat`");
+    assert_error(
+        &errors,
+        "refund.toml:35: reply.zh: template uses unknown variable `merchnat`",
+    );
 }
 
 #[test]
@@ -188,7 +210,9 @@ fn check_reports_template_syntax_errors() {
 
 #[test]
 fn check_reports_missing_languages() {
-    let text = REFUND.replace("en = \"Refund\"\n", "").replace("en = [\"Check the refund status\"]\n", "");
+    let text = REFUND
+        .replace("en = \"Refund\"\n", "")
+        .replace("en = [\"Check the refund status\"]\n", "");
     let errors = errors_for("refund.toml", &text);
     assert_error(&errors, "title.en: missing language");
     assert_error(&errors, "checklist.en: missing language");
@@ -197,10 +221,23 @@ fn check_reports_missing_languages() {
 #[test]
 fn check_reports_every_error_of_every_file() {
     let dir = good_dir();
-    write(dir.path(), "refund.toml", &REFUND.replace("(?P<value>\\w+)", "(\\w+)").replace("p3", "p9"));
-    write(dir.path(), "account-locked.toml", &LOCKED.replace("(账户|账号)", "(账户|账号"));
+    write(
+        dir.path(),
+        "refund.toml",
+        &REFUND
+            .replace("(?P<value>\\w+)", "(\\w+)")
+            .replace("p3", "p9"),
+    );
+    write(
+        dir.path(),
+        "account-locked.toml",
+        &LOCKED.replace("(账户|账号)", "(账户|账号"),
+    );
     let errors = load_dir(dir.path()).unwrap_err();
-    let files: Vec<_> = errors.iter().map(|e| e.file.file_name().unwrap().to_owned()).collect();
+    let files: Vec<_> = errors
+        .iter()
+        .map(|e| e.file.file_name().unwrap().to_owned())
+        .collect();
     assert_eq!(errors.len(), 3, "{errors:#?}");
     assert!(files.contains(&"account-locked.toml".into()) && files.contains(&"refund.toml".into()));
 }
@@ -226,7 +263,10 @@ fn suggests_and_abstains() {
 fn suggestion_never_holds_a_card_number() {
     let s = engine().suggest("refund to card 4111 1111 1111 1111 not received, 尾号 1111");
     let all = format!("{:?}", s);
-    assert!(!all.contains("4111 1111") && !all.contains("4111111111111111"), "{all}");
+    assert!(
+        !all.contains("4111 1111") && !all.contains("4111111111111111"),
+        "{all}"
+    );
     assert_eq!(s.fields.get("card_last4").map(String::as_str), Some("1111"));
 }
 
@@ -237,11 +277,15 @@ fn renders_replies_in_both_languages() {
     fields.insert("amount".to_string(), "50".to_string());
     fields.insert("currency".to_string(), "USD".to_string());
     fields.insert("merchant".to_string(), "Acme".to_string());
-    let zh = e.render_reply("refund", Lang::Zh, &fields, Some("李雷")).unwrap();
+    let zh = e
+        .render_reply("refund", Lang::Zh, &fields, Some("李雷"))
+        .unwrap();
     assert_eq!(zh, "李雷，您好！您50USD的退款正在处理（商家：Acme）。");
     let en = e.render_reply("refund", Lang::En, &fields, None).unwrap();
     assert_eq!(en, "Hi there, your refund of USD 50 is on its way.");
-    let en = e.render_reply("refund", Lang::En, &BTreeMap::new(), Some("Ann")).unwrap();
+    let en = e
+        .render_reply("refund", Lang::En, &BTreeMap::new(), Some("Ann"))
+        .unwrap();
     assert_eq!(en, "Hi Ann, your refund is on its way.");
     assert!(matches!(
         e.render_reply("nope", Lang::En, &fields, None),
@@ -261,9 +305,15 @@ fn history_errors_name_the_line() {
     let errors = parse_history(input.as_bytes(), &set).unwrap_err();
     assert_eq!(errors.len(), 3, "{errors:?}");
     assert!(errors[0].starts_with("line 3: not JSON"), "{errors:?}");
-    assert!(errors[1].starts_with("line 4: unknown label `refunds` (known: none, account-locked, refund)"));
+    assert!(
+        errors[1]
+            .starts_with("line 4: unknown label `refunds` (known: none, account-locked, refund)")
+    );
     assert!(errors[2].starts_with("line 5: missing or empty \"text\""));
-    let ok = parse_history("{\"text\":\"a\",\"label\":\"none\",\"lang\":\"en\"}\n".as_bytes(), &set);
+    let ok = parse_history(
+        "{\"text\":\"a\",\"label\":\"none\",\"lang\":\"en\"}\n".as_bytes(),
+        &set,
+    );
     assert_eq!(ok.unwrap().len(), 1);
 }
 
@@ -306,7 +356,10 @@ fn human_output_has_title_checklist_and_reply() {
 #[test]
 fn detects_language() {
     assert_eq!(detect_lang("我的card被decline了"), Lang::Zh);
-    assert_eq!(detect_lang("My transfer to 杭州 failed yesterday"), Lang::En);
+    assert_eq!(
+        detect_lang("My transfer to 杭州 failed yesterday"),
+        Lang::En
+    );
     assert_eq!(detect_lang("refund please"), Lang::En);
     assert_eq!(detect_lang("退款"), Lang::Zh);
 }
@@ -316,7 +369,11 @@ async fn watcher_reloads_and_keeps_the_old_set_on_a_bad_edit() {
     use std::time::Duration;
     let dir = good_dir();
     let set = load_dir(dir.path()).unwrap();
-    let shared = share(Engine::build(Arc::new(set), &[], &SuggestOptions::default()));
+    let shared = share(Engine::build(
+        Arc::new(set),
+        &[],
+        &SuggestOptions::default(),
+    ));
     let cancel = tokio_util::sync::CancellationToken::new();
     let task = spawn_watcher_every(
         dir.path().to_path_buf(),
@@ -341,7 +398,11 @@ async fn watcher_reloads_and_keeps_the_old_set_on_a_bad_edit() {
     tokio::time::sleep(Duration::from_millis(200)).await;
     assert_eq!(current(&shared).playbooks().len(), 2);
     // Fixed: a third playbook appears.
-    write(dir.path(), "broken.toml", &LOCKED.replace("account-locked", "broken"));
+    write(
+        dir.path(),
+        "broken.toml",
+        &LOCKED.replace("account-locked", "broken"),
+    );
     assert!(wait_for(3).await, "reload did not happen");
     cancel.cancel();
     task.await.unwrap();

@@ -42,7 +42,11 @@ pub const POLL_INTERVAL: Duration = Duration::from_secs(1);
 
 /// Spawns the watcher for `dir` (the directory the engine's playbooks came
 /// from), polling every [`POLL_INTERVAL`] until `cancel` fires.
-pub fn spawn_watcher(dir: PathBuf, shared: SharedEngine, cancel: CancellationToken) -> JoinHandle<()> {
+pub fn spawn_watcher(
+    dir: PathBuf,
+    shared: SharedEngine,
+    cancel: CancellationToken,
+) -> JoinHandle<()> {
     spawn_watcher_every(dir, shared, POLL_INTERVAL, cancel)
 }
 

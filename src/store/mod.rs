@@ -14,6 +14,8 @@
 //! | `d`    | due time (ms, biased), case      | empty (SLA due index)   |
 //! | `h`    | hash of text+label               | learned example (JSON)  |
 //! | `k`    | adapter key                      | adapter state (bytes)   |
+//! | `o`    | outbox sequence number (u64 BE)  | outgoing message (JSON) |
+//! | `f`    | outbox sequence number           | undeliverable message   |
 //! | `m`    | name                             | schema, next case no.   |
 //!
 //! Durability: a write is acknowledged only after sled has flushed it to
@@ -33,6 +35,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::case::{Case, CaseId, Event, EventKind, NewCase, Status, TransitionError};
+use crate::message::Outgoing;
 use group_commit::GroupCommit;
 
 /// The schema this build writes. Bump it and add a step to [`migrate`] when
@@ -41,6 +44,7 @@ pub const SCHEMA_VERSION: u32 = 1;
 
 const META_SCHEMA: &[u8] = b"mschema";
 const META_NEXT_CASE: &[u8] = b"mnext_case";
+const META_INSTANCE: &[u8] = b"minstance";
 
 /// Errors from the store. Callers branch on `Transition`, `NotFound` and
 /// `Duplicate`; the rest are operational failures.
@@ -107,6 +111,11 @@ struct Shared {
     write: Mutex<()>,
     /// The next case number; persisted in every batch that opens a case.
     next_case: AtomicU64,
+    /// The next outbox sequence number (one past the highest ever used).
+    next_outbox: AtomicU64,
+    /// A random id for this data dir, so transaction ids derived from outbox
+    /// numbers never repeat across data dirs on one chat account.
+    instance: String,
     commit: GroupCommit,
 }
 
@@ -127,12 +136,31 @@ impl Store {
             Some(v) => decode_u64(&v)?,
             None => 1,
         };
+        let next_outbox = match db.get(b"mnext_outbox")? {
+            Some(v) => decode_u64(&v)?,
+            None => 1,
+        };
+        let instance = match db.get(META_INSTANCE)? {
+            Some(v) => String::from_utf8_lossy(&v).into_owned(),
+            None => {
+                let mut h = Sha256::new();
+                h.update(Timestamp::now().as_nanosecond().to_be_bytes());
+                h.update(std::process::id().to_be_bytes());
+                h.update(dir.display().to_string().as_bytes());
+                let id = hex::encode(&h.finalize()[..6]);
+                db.insert(META_INSTANCE, id.as_bytes())?;
+                db.flush()?;
+                id
+            }
+        };
         Ok(Store {
             shared: std::sync::Arc::new(Shared {
                 commit: GroupCommit::new(db.clone()),
                 db,
                 write: Mutex::new(()),
                 next_case: AtomicU64::new(next_case),
+                next_outbox: AtomicU64::new(next_outbox),
+                instance,
             }),
         })
     }
@@ -222,6 +250,231 @@ impl Store {
         drop(guard);
         self.shared.commit.wait(ticket)?;
         Ok((case, event))
+    }
+
+    /// Opens a case (or finds the existing one for its external id) and, in
+    /// the same atomic write, appends `then`'s events and queues its
+    /// messages. `then` runs only when the case is new. `seen` marks a chat
+    /// event as handled in the same write.
+    pub fn open_case_with(
+        &self,
+        new: NewCase,
+        actor: &str,
+        at: Timestamp,
+        seen: Option<&str>,
+        then: impl FnOnce(&Case) -> (Vec<EventKind>, Vec<Outgoing>),
+    ) -> Result<Opened, StoreError> {
+        let guard = self.shared.write.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(existing) = self.case_by_external(&new.external_id)? {
+            drop(guard);
+            if let Some(key) = seen {
+                self.put_state(&seen_key(key), b"1")?;
+            }
+            return Ok(Opened {
+                case: existing,
+                created: false,
+            });
+        }
+        let id = CaseId(self.shared.next_case.load(Ordering::Relaxed));
+        let opened = Event {
+            seq: 0,
+            at,
+            actor: actor.to_owned(),
+            kind: EventKind::Opened(new),
+            reason: None,
+        };
+        let mut case = Case::open(id, &opened).map_err(StoreError::Corrupt)?;
+        let first = case.clone();
+        let (kinds, outbox) = then(&case);
+        let mut batch = sled::Batch::default();
+        batch.insert(event_key(id, 0), to_json(&opened)?);
+        for kind in kinds {
+            let ev = Event {
+                seq: case.events,
+                at,
+                actor: actor.to_owned(),
+                kind,
+                reason: None,
+            };
+            case.apply(&ev)?;
+            batch.insert(event_key(id, ev.seq), to_json(&ev)?);
+        }
+        batch.insert(META_NEXT_CASE, &(id.0 + 1).to_be_bytes());
+        batch.insert(ext_key(&first.external_id), &id.0.to_be_bytes());
+        write_case(&mut batch, None, &case)?;
+        self.queue(&mut batch, outbox)?;
+        if let Some(key) = seen {
+            batch.insert(state_key(&seen_key(key)), b"1".as_slice());
+        }
+        self.db().apply_batch(batch)?;
+        self.shared.next_case.store(id.0 + 1, Ordering::Relaxed);
+        let ticket = self.shared.commit.written();
+        drop(guard);
+        self.shared.commit.wait(ticket)?;
+        Ok(Opened {
+            case,
+            created: true,
+        })
+    }
+
+    /// Appends events to one case and queues messages, atomically: if any
+    /// event is illegal nothing is written. `seen` marks a chat event as
+    /// handled in the same write, so a restart never handles it twice.
+    pub fn commit(
+        &self,
+        id: Option<CaseId>,
+        actor: &str,
+        at: Timestamp,
+        events: Vec<(EventKind, Option<String>)>,
+        outbox: Vec<Outgoing>,
+        seen: Option<&str>,
+    ) -> Result<Option<Case>, StoreError> {
+        let guard = self.shared.write.lock().unwrap_or_else(|e| e.into_inner());
+        let mut batch = sled::Batch::default();
+        let mut after = None;
+        if let Some(id) = id {
+            let before = self.case(id)?.ok_or(StoreError::NotFound(id))?;
+            let mut case = before.clone();
+            for (kind, reason) in events {
+                let ev = Event {
+                    seq: case.events,
+                    at,
+                    actor: actor.to_owned(),
+                    kind,
+                    reason,
+                };
+                case.apply(&ev)?;
+                batch.insert(event_key(id, ev.seq), to_json(&ev)?);
+            }
+            if case.events != before.events {
+                write_case(&mut batch, Some(&before), &case)?;
+            }
+            after = Some(case);
+        }
+        self.queue(&mut batch, outbox)?;
+        if let Some(key) = seen {
+            batch.insert(state_key(&seen_key(key)), b"1".as_slice());
+        }
+        self.db().apply_batch(batch)?;
+        let ticket = self.shared.commit.written();
+        drop(guard);
+        self.shared.commit.wait(ticket)?;
+        Ok(after)
+    }
+
+    fn queue(&self, batch: &mut sled::Batch, outbox: Vec<Outgoing>) -> Result<(), StoreError> {
+        if outbox.is_empty() {
+            return Ok(());
+        }
+        // Called with the write lock held, so numbers are handed out in the
+        // order batches are applied.
+        let n = outbox.len() as u64;
+        let first = self.shared.next_outbox.fetch_add(n, Ordering::Relaxed);
+        for (i, msg) in outbox.into_iter().enumerate() {
+            batch.insert(outbox_key(b'o', first + i as u64), to_json(&msg)?);
+        }
+        batch.insert(b"mnext_outbox".as_slice(), &(first + n).to_be_bytes());
+        Ok(())
+    }
+
+    /// Whether a chat event was already handled.
+    pub fn seen(&self, event_id: &str) -> Result<bool, StoreError> {
+        Ok(self.db().contains_key(state_key(&seen_key(event_id)))?)
+    }
+
+    /// Messages waiting to be delivered, oldest first.
+    pub fn pending_outbox(&self) -> Result<Vec<(u64, Outgoing)>, StoreError> {
+        self.db()
+            .scan_prefix(b"o")
+            .map(|kv| {
+                let (k, v) = kv?;
+                Ok((decode_u64(&k[1..])?, from_json(&v)?))
+            })
+            .collect()
+    }
+
+    /// Transaction id for delivering outbox message `seq`: stable across
+    /// retries and restarts, unique per data dir.
+    pub fn txn_id(&self, seq: u64) -> String {
+        format!("caseroom-{}-{seq}", self.shared.instance)
+    }
+
+    /// Records a delivered message: removes it from the outbox, remembers its
+    /// platform id under `record_as`, maps a case's root message to the case,
+    /// and notes the delivery in the case history, in one write.
+    pub fn delivered(
+        &self,
+        seq: u64,
+        msg: &Outgoing,
+        platform: &str,
+        message_id: &str,
+        at: Timestamp,
+    ) -> Result<(), StoreError> {
+        let guard = self.shared.write.lock().unwrap_or_else(|e| e.into_inner());
+        let mut batch = sled::Batch::default();
+        batch.remove(outbox_key(b'o', seq));
+        if let Some(key) = &msg.record_as {
+            batch.insert(state_key(&format!("posted:{key}")), message_id.as_bytes());
+        }
+        if let Some(id) = msg.case {
+            if msg.what == "root" {
+                batch.insert(
+                    state_key(&thread_key(&msg.room, message_id)),
+                    &id.0.to_be_bytes(),
+                );
+            }
+            if let Some(before) = self.case(id)? {
+                let mut case = before.clone();
+                let ev = Event {
+                    seq: case.events,
+                    at,
+                    actor: "bot".into(),
+                    kind: EventKind::Posted {
+                        platform: platform.into(),
+                        room: msg.room.clone(),
+                        message_id: message_id.into(),
+                        what: msg.what.clone(),
+                    },
+                    reason: None,
+                };
+                // A closed case refuses new events; the delivery still counts.
+                if case.apply(&ev).is_ok() {
+                    batch.insert(event_key(id, ev.seq), to_json(&ev)?);
+                    write_case(&mut batch, Some(&before), &case)?;
+                }
+            }
+        }
+        self.db().apply_batch(batch)?;
+        let ticket = self.shared.commit.written();
+        drop(guard);
+        self.shared.commit.wait(ticket)?;
+        Ok(())
+    }
+
+    /// Sets aside a message that can never be delivered, so its room's queue
+    /// moves on; it stays in the store for inspection.
+    pub fn undeliverable(&self, seq: u64, msg: &Outgoing, reason: &str) -> Result<(), StoreError> {
+        let mut batch = sled::Batch::default();
+        batch.remove(outbox_key(b'o', seq));
+        let record = serde_json::json!({"message": msg, "reason": reason});
+        batch.insert(outbox_key(b'f', seq), to_json(&record)?);
+        self.db().apply_batch(batch)?;
+        self.shared.commit.wait(self.shared.commit.written())?;
+        Ok(())
+    }
+
+    /// The platform id of a message sent with `record_as = key`.
+    pub fn posted(&self, key: &str) -> Result<Option<String>, StoreError> {
+        Ok(self
+            .get_state(&format!("posted:{key}"))?
+            .map(|v| String::from_utf8_lossy(&v).into_owned()))
+    }
+
+    /// The case whose thread has this root message.
+    pub fn case_for_thread(&self, room: &str, root: &str) -> Result<Option<CaseId>, StoreError> {
+        self.get_state(&thread_key(room, root))?
+            .map(|v| Ok(CaseId(decode_u64(&v)?)))
+            .transpose()
     }
 
     /// The case's current state.
@@ -509,6 +762,20 @@ fn history_key(item: &HistoryItem) -> Vec<u8> {
 fn state_key(key: &str) -> Vec<u8> {
     let mut k = vec![b'k'];
     k.extend_from_slice(key.as_bytes());
+    k
+}
+
+fn seen_key(event_id: &str) -> String {
+    format!("seen:{event_id}")
+}
+
+fn thread_key(room: &str, root: &str) -> String {
+    format!("thread:{room}:{root}")
+}
+
+fn outbox_key(prefix: u8, seq: u64) -> Vec<u8> {
+    let mut k = vec![prefix];
+    k.extend_from_slice(&seq.to_be_bytes());
     k
 }
 

@@ -1,0 +1,471 @@
+//! The bot core: what happens when someone writes in a room.
+//!
+//! [`Bot::handle`] takes one [`Incoming`] event, finds the case it belongs
+//! to (from the thread it is in), parses a command if it is one, checks the
+//! sender's role, and applies it. Every effect — case events and the
+//! messages that report them — is written in one atomic store commit that
+//! also marks the chat event as handled, so a restart never answers the same
+//! command twice and never loses a change it announced. Messages go out
+//! through the [`Outbox`].
+//!
+//! The core never imports a chat SDK: adapters in `platform/` translate.
+
+use std::sync::Arc;
+
+use jiff::Timestamp;
+
+use crate::case::{Case, CaseId, Channel, Customer, EventKind, NewCase};
+use crate::command::{self, CmdError};
+use crate::config::{Config, Role};
+use crate::message::{Incoming, IncomingKind, Outgoing, ThreadRef, root_key};
+use crate::outbox::Outbox;
+use crate::playbook::{self, Engine, SharedEngine, Suggestion};
+use crate::redact::redact;
+use crate::store::{HistoryItem, Store};
+use crate::view;
+
+/// The bot: cheap to clone, shared by the adapters' tasks.
+#[derive(Clone)]
+pub struct Bot {
+    shared: Arc<Shared>,
+}
+
+impl std::fmt::Debug for Bot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Bot").finish_non_exhaustive()
+    }
+}
+
+pub(crate) struct Shared {
+    pub(crate) config: Config,
+    pub(crate) store: Store,
+    pub(crate) engine: SharedEngine,
+    pub(crate) outbox: Outbox,
+    /// Name of the platform, recorded with chat escalations' external ids.
+    pub(crate) platform: String,
+    /// Signalled when resolved cases added examples, so the classifier is
+    /// rebuilt in the background.
+    pub(crate) learned: Arc<tokio::sync::Notify>,
+}
+
+/// A ticket to open as a case, from a chat escalation or the webhook.
+#[derive(Debug, Clone)]
+pub struct Ticket {
+    pub external_id: String,
+    pub subject: String,
+    pub body: String,
+    pub customer: Customer,
+    pub channel: Channel,
+    /// `None` takes the suggested playbook's default priority.
+    pub priority: Option<crate::case::Priority>,
+    pub tags: Vec<String>,
+}
+
+impl Bot {
+    pub fn new(
+        config: Config,
+        store: Store,
+        engine: SharedEngine,
+        outbox: Outbox,
+        platform: &str,
+    ) -> Bot {
+        Bot {
+            shared: Arc::new(Shared {
+                config,
+                store,
+                engine,
+                outbox,
+                platform: platform.to_owned(),
+                learned: Arc::new(tokio::sync::Notify::new()),
+            }),
+        }
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.shared.store
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.shared.config
+    }
+
+    /// Notified whenever resolved cases taught the classifier something.
+    pub fn learned(&self) -> Arc<tokio::sync::Notify> {
+        self.shared.learned.clone()
+    }
+
+    pub fn engine(&self) -> Arc<Engine> {
+        playbook::current(&self.shared.engine)
+    }
+
+    /// Handles one chat event. Errors are logged and, where a person is
+    /// waiting for an answer, replied to; they never stop the bot.
+    pub fn handle(&self, msg: &Incoming) -> anyhow::Result<()> {
+        let s = &self.shared;
+        if s.store.seen(&msg.event_id)? {
+            tracing::debug!(event = %msg.event_id, "already handled");
+            return Ok(());
+        }
+        match &msg.kind {
+            IncomingKind::Message { text, thread_root } => {
+                let case = match thread_root {
+                    Some(root) => match s.store.case_for_thread(&msg.room, root)? {
+                        Some(id) => s.store.case(id)?,
+                        None => None,
+                    },
+                    None => None,
+                };
+                let mut ctx = Ctx {
+                    bot: self,
+                    msg,
+                    case,
+                    thread_root: thread_root.clone(),
+                };
+                match command::parse(text, &s.config.command_prefix) {
+                    Some(Ok(cmd)) => {
+                        let name = cmd.name();
+                        tracing::info!(sender = %msg.sender, room = %msg.room, command = name, "command");
+                        match cmd.apply(&mut ctx) {
+                            Ok(()) => {}
+                            Err(CmdError::Internal(e)) => {
+                                tracing::error!(command = name, "command failed: {e:#}");
+                                ctx.reply(format!("⚠️ `{name}` failed on our side: {e}. Nothing was changed; please try again."))?;
+                            }
+                            Err(e) => ctx.reply(e.to_string())?,
+                        }
+                    }
+                    Some(Err(usage)) => ctx.reply(usage)?,
+                    None => self.plain_message(&ctx, text)?,
+                }
+            }
+            IncomingKind::Reaction {
+                key,
+                target,
+                target_text,
+                ..
+            } => {
+                if *key != s.config.escalate_reaction || !s.config.rooms.intake.contains(&msg.room)
+                {
+                    return Ok(());
+                }
+                if !s.config.roles.has(&msg.sender, Role::Agent) {
+                    tracing::info!(sender = %msg.sender, "escalation reaction from a non-agent ignored");
+                    return Ok(());
+                }
+                let ctx = Ctx {
+                    bot: self,
+                    msg,
+                    case: None,
+                    thread_root: Some(target.clone()),
+                };
+                let Some(text) = target_text.as_deref().filter(|t| !t.trim().is_empty()) else {
+                    ctx.reply("I could not read the message you reacted to; use `!escalate <text>` instead.".into())?;
+                    return Ok(());
+                };
+                self.escalate_from_chat(&ctx, text, target)?;
+            }
+        }
+        s.outbox.wake();
+        Ok(())
+    }
+
+    /// A plain message in a case thread is case activity; the team's first
+    /// one is the case's first response.
+    fn plain_message(&self, ctx: &Ctx, text: &str) -> anyhow::Result<()> {
+        let Some(case) = &ctx.case else { return Ok(()) };
+        if !self.shared.config.roles.is_member(&ctx.msg.sender)
+            || case.status == crate::case::Status::Closed
+        {
+            return Ok(());
+        }
+        let kind = EventKind::AgentMessage {
+            text: redact(text).into_owned(),
+        };
+        self.shared.store.commit(
+            Some(case.id),
+            &ctx.msg.sender,
+            Timestamp::now(),
+            vec![(kind, None)],
+            vec![],
+            Some(&ctx.msg.event_id),
+        )?;
+        Ok(())
+    }
+
+    /// Opens a case for a message escalated in an intake room; the same
+    /// message never opens two cases.
+    pub(crate) fn escalate_from_chat(
+        &self,
+        ctx: &Ctx,
+        text: &str,
+        message_id: &str,
+    ) -> anyhow::Result<()> {
+        let s = &self.shared;
+        let body = redact(text).into_owned();
+        let ticket = Ticket {
+            external_id: format!("{}:{}:{}", s.platform, ctx.msg.room, message_id),
+            subject: String::new(),
+            body,
+            customer: Customer::default(),
+            channel: Channel::Chat,
+            priority: None,
+            tags: Vec::new(),
+        };
+        let ack_room = ctx.msg.room.clone();
+        let ack_thread = ctx.thread_root.clone();
+        let (case, created) =
+            self.open_ticket(ticket, &ctx.msg.sender, Some(&ctx.msg.event_id), |case| {
+                vec![
+                    Outgoing::new(
+                        ack_room.clone(),
+                        format!(
+                            "🎫 Opened **{}** — it is in the team room, with a suggested playbook.",
+                            case.id
+                        ),
+                    )
+                    .in_thread(ack_thread.clone().map(ThreadRef::Message))
+                    .about(case.id, "ack"),
+                ]
+            })?;
+        if !created {
+            ctx.reply(format!(
+                "That message is already **{}** ({}).",
+                case.id, case.status
+            ))?;
+        }
+        Ok(())
+    }
+
+    /// Opens a case for a ticket (chat escalation or webhook): suggests a
+    /// playbook, and queues the root message in the team room and the
+    /// suggestion in its thread — all in one atomic write. Returns the case
+    /// and whether it is new (an existing external id opens nothing).
+    pub fn open_ticket(
+        &self,
+        mut ticket: Ticket,
+        actor: &str,
+        seen: Option<&str>,
+        extra: impl FnOnce(&Case) -> Vec<Outgoing>,
+    ) -> anyhow::Result<(Case, bool)> {
+        let s = &self.shared;
+        ticket.body = redact(&ticket.body).into_owned();
+        ticket.subject = redact(&ticket.subject).into_owned();
+        let engine = self.engine();
+        let text = if ticket.subject.is_empty() {
+            ticket.body.clone()
+        } else {
+            format!("{}\n{}", ticket.subject, ticket.body)
+        };
+        let suggestion = engine.suggest(&text);
+        if ticket.customer.language != suggestion.lang && !has_explicit_language(&ticket) {
+            ticket.customer.language = suggestion.lang;
+        }
+        let priority = ticket.priority.unwrap_or_else(|| {
+            suggestion
+                .playbook
+                .as_deref()
+                .and_then(|p| engine.playbooks().get(p))
+                .map(|p| p.priority())
+                .unwrap_or_default()
+        });
+        let mut tags = ticket.tags.clone();
+        if let Some(pb) = suggestion
+            .playbook
+            .as_deref()
+            .and_then(|p| engine.playbooks().get(p))
+        {
+            tags.extend(pb.tags().iter().cloned());
+        }
+        tags.sort();
+        tags.dedup();
+        let new = NewCase {
+            external_id: ticket.external_id.clone(),
+            subject: ticket.subject.clone(),
+            body: ticket.body.clone(),
+            customer: ticket.customer.clone(),
+            channel: ticket.channel,
+            priority,
+            tags,
+        };
+        let team = s.config.rooms.team.clone();
+        let opened = s
+            .store
+            .open_case_with(new, actor, Timestamp::now(), seen, |case| {
+                let triaged = EventKind::Triaged {
+                    playbook: suggestion.playbook.clone(),
+                    confidence: suggestion.confidence,
+                };
+                let mut case = case.clone();
+                case.suggested_playbook = suggestion.playbook.clone();
+                case.suggestion_confidence = Some(suggestion.confidence);
+                let root = Outgoing::new(
+                    team.clone(),
+                    view::root_message(&case, &suggestion, &engine),
+                )
+                .about(case.id, "root")
+                .record_as(root_key(case.id));
+                let thread = Outgoing::new(
+                    team.clone(),
+                    view::suggestion_message(&case, &suggestion, &engine),
+                )
+                .in_thread(Some(ThreadRef::Key(root_key(case.id))))
+                .about(case.id, "suggestion");
+                let mut out = vec![root, thread];
+                out.extend(extra(&case));
+                (vec![triaged], out)
+            })?;
+        if opened.created {
+            tracing::info!(case = %opened.case.id, playbook = ?opened.case.suggested_playbook, "case opened");
+        }
+        s.outbox.wake();
+        Ok((opened.case, opened.created))
+    }
+
+    /// The suggestion for a case: its text plus any later notes and
+    /// customer messages, and `extra`.
+    pub(crate) fn suggest_for(&self, case: &Case, extra: &str) -> anyhow::Result<Suggestion> {
+        let mut text = format!("{}\n{}", case.subject, case.body);
+        for ev in self.shared.store.events(case.id)? {
+            if let EventKind::Note { text: t } | EventKind::CustomerMessage { text: t } = ev.kind {
+                text.push('\n');
+                text.push_str(&t);
+            }
+        }
+        if !extra.is_empty() {
+            text.push('\n');
+            text.push_str(extra);
+        }
+        let mut s = self.engine().suggest(&text);
+        s.lang = case.customer.language;
+        Ok(s)
+    }
+
+    /// Teaches the classifier a resolved case's playbook.
+    pub(crate) fn learn_resolved(&self, case: &Case, playbook: &str) {
+        let item = HistoryItem {
+            text: format!("{} {}", case.subject, case.body).trim().to_owned(),
+            label: playbook.to_owned(),
+        };
+        match self.shared.store.add_history([&item]) {
+            Ok(_) => self.shared.learned.notify_one(),
+            Err(e) => tracing::warn!("could not learn from {}: {e}", case.id),
+        }
+    }
+}
+
+fn has_explicit_language(t: &Ticket) -> bool {
+    // Webhook tickets that name a language keep it; chat escalations do
+    // not know the customer and go by the text.
+    t.channel != Channel::Chat || t.customer.name.is_some()
+}
+
+/// What a command sees: the message, its case (when sent in a case thread)
+/// and the bot.
+pub(crate) struct Ctx<'a> {
+    pub(crate) bot: &'a Bot,
+    pub(crate) msg: &'a Incoming,
+    pub(crate) case: Option<Case>,
+    /// Where replies go: the thread the message was in.
+    pub(crate) thread_root: Option<String>,
+}
+
+impl Ctx<'_> {
+    pub(crate) fn shared(&self) -> &Shared {
+        &self.bot.shared
+    }
+
+    pub(crate) fn sender(&self) -> &str {
+        &self.msg.sender
+    }
+
+    /// Refuses unless the sender holds `role`, saying why.
+    pub(crate) fn require(&self, role: Role, command: &str) -> Result<(), CmdError> {
+        if self.shared().config.roles.has(self.sender(), role) {
+            Ok(())
+        } else {
+            Err(CmdError::Refused(format!(
+                "Sorry {}, `{command}` is for the {role} role and you do not have it. An admin can add you under [roles] {role} in the config.",
+                self.sender()
+            )))
+        }
+    }
+
+    /// The case this command is about: the one whose thread it was sent in.
+    pub(crate) fn case(&self, command: &str) -> Result<&Case, CmdError> {
+        self.case.as_ref().ok_or_else(|| {
+            CmdError::Usage(format!(
+                "`{command}` works in a case thread: reply in the thread under the case's root message."
+            ))
+        })
+    }
+
+    /// A reply where the command was sent (its thread, if any).
+    pub(crate) fn reply_msg(&self, text: String) -> Outgoing {
+        let mut out = Outgoing::new(self.msg.room.clone(), text)
+            .in_thread(self.thread_root.clone().map(ThreadRef::Message));
+        if let Some(c) = &self.case {
+            out = out.about(c.id, "reply");
+        }
+        out
+    }
+
+    /// Replies and marks the message handled.
+    pub(crate) fn reply(&self, text: String) -> anyhow::Result<()> {
+        let out = self.reply_msg(text);
+        self.shared().store.commit(
+            None,
+            self.sender(),
+            Timestamp::now(),
+            vec![],
+            vec![out],
+            Some(&self.msg.event_id),
+        )?;
+        Ok(())
+    }
+
+    /// Applies events to this command's case and replies, atomically. An
+    /// illegal transition is refused with a readable reason and changes
+    /// nothing.
+    pub(crate) fn change(
+        &mut self,
+        command: &str,
+        events: Vec<(EventKind, Option<String>)>,
+        reply: impl FnOnce(&Case) -> String,
+    ) -> Result<Case, CmdError> {
+        let id: CaseId = self.case(command)?.id;
+        let preview = {
+            let mut c = self.case(command)?.clone();
+            for (i, (kind, reason)) in events.iter().enumerate() {
+                let ev = crate::case::Event {
+                    seq: c.events + i as u32,
+                    at: Timestamp::now(),
+                    actor: self.sender().to_owned(),
+                    kind: kind.clone(),
+                    reason: reason.clone(),
+                };
+                c.apply(&ev)
+                    .map_err(|e| CmdError::Refused(format!("{e}.")))?;
+            }
+            c
+        };
+        let out = self.reply_msg(reply(&preview));
+        let case = self
+            .shared()
+            .store
+            .commit(
+                Some(id),
+                self.sender(),
+                Timestamp::now(),
+                events,
+                vec![out],
+                Some(&self.msg.event_id),
+            )
+            .map_err(|e| match e {
+                crate::store::StoreError::Transition(t) => CmdError::Refused(format!("{t}.")),
+                other => CmdError::Internal(other.into()),
+            })?
+            .ok_or_else(|| CmdError::Internal(anyhow::anyhow!("{id} vanished")))?;
+        self.case = Some(case.clone());
+        Ok(case)
+    }
+}

@@ -1,0 +1,159 @@
+//! Local terminal mode: the bot without a chat account.
+//!
+//! Each line typed is a message in the team room from the local user, who
+//! holds every role. Start a line with a case id (`C-3: !claim`) to write in
+//! that case's thread. What the bot sends is printed with its room and
+//! thread, so the whole flow can be tried on one machine.
+
+use std::io::Write;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use super::{BoxFuture, Platform, SendError};
+use crate::case::CaseId;
+use crate::message::{Incoming, IncomingKind, Outgoing, root_key};
+use crate::store::Store;
+
+/// The local user's id in terminal mode.
+pub const LOCAL_USER: &str = "local";
+
+/// Prints the bot's messages to stdout.
+#[derive(Debug)]
+pub struct ConsolePlatform {
+    next_id: AtomicU64,
+    /// Serializes printing so messages never interleave. A `std::sync::Mutex`
+    /// because it is held only while writing to stdout.
+    out: Mutex<()>,
+}
+
+impl Default for ConsolePlatform {
+    fn default() -> Self {
+        ConsolePlatform {
+            next_id: AtomicU64::new(1),
+            out: Mutex::new(()),
+        }
+    }
+}
+
+impl Platform for ConsolePlatform {
+    fn name(&self) -> &'static str {
+        "console"
+    }
+
+    fn send<'a>(
+        &'a self,
+        msg: &'a Outgoing,
+        thread_root: Option<&'a str>,
+        _txn_id: &'a str,
+    ) -> BoxFuture<'a, Result<String, SendError>> {
+        Box::pin(async move {
+            let id = format!(
+                "m{}-{}",
+                std::process::id(),
+                self.next_id.fetch_add(1, Ordering::Relaxed)
+            );
+            let place = match (thread_root, msg.case) {
+                (Some(_), Some(case)) => format!("{} ↳ {case}", msg.room),
+                (Some(root), None) => format!("{} ↳ {root}", msg.room),
+                (None, _) => msg.room.clone(),
+            };
+            let _guard = self.out.lock().unwrap_or_else(|e| e.into_inner());
+            let mut out = std::io::stdout().lock();
+            let _ = writeln!(out, "\n┌─ [{place}] caseroom");
+            for line in msg.text.lines() {
+                let _ = writeln!(out, "│ {line}");
+            }
+            let _ = writeln!(out, "└─");
+            let _ = out.flush();
+            Ok(id)
+        })
+    }
+}
+
+/// Reads lines from stdin and turns them into messages from [`LOCAL_USER`]
+/// in `room`, until stdin closes or `shutdown` fires. Closing stdin (ctrl-d)
+/// cancels `shutdown` so the bot stops cleanly.
+pub async fn read_stdin(
+    room: String,
+    store: Store,
+    tx: mpsc::Sender<Incoming>,
+    shutdown: CancellationToken,
+) {
+    let mut lines = BufReader::new(tokio::io::stdin()).lines();
+    let session = jiff::Timestamp::now().as_millisecond();
+    let mut n = 0u64;
+    println!(
+        "caseroom terminal mode: you are `{LOCAL_USER}` in room `{room}` with every role.\n\
+         Try `!escalate 我的卡付款失败了，卡号 4111 1111 1111 1111`, then `C-1: !claim`. `!help` lists commands; ctrl-d quits."
+    );
+    loop {
+        let line = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            line = lines.next_line() => line,
+        };
+        let Ok(Some(line)) = line else {
+            shutdown.cancel();
+            return;
+        };
+        let line = line.trim();
+        if line.is_empty() {
+            continue;
+        }
+        n += 1;
+        let (thread_root, text) = match split_case_prefix(line) {
+            Some((case, rest)) => match store.posted(&root_key(case)) {
+                Ok(Some(root)) => (Some(root), rest),
+                _ => {
+                    println!("(no thread for {case} yet)");
+                    continue;
+                }
+            },
+            None => (None, line),
+        };
+        let msg = Incoming {
+            room: room.clone(),
+            sender: LOCAL_USER.to_owned(),
+            event_id: format!("console-{session}-{n}"),
+            kind: IncomingKind::Message {
+                text: text.to_owned(),
+                thread_root,
+            },
+        };
+        if tx.send(msg).await.is_err() {
+            return;
+        }
+    }
+}
+
+/// `C-3: text` or `C-3 text` -> (C-3, text).
+fn split_case_prefix(line: &str) -> Option<(CaseId, &str)> {
+    let (head, rest) = line.split_once([':', ' '])?;
+    let id: CaseId = head.parse().ok()?;
+    if !head.starts_with(['C', 'c']) {
+        return None;
+    }
+    Some((id, rest.trim_start_matches(':').trim()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn case_prefix() {
+        assert_eq!(
+            split_case_prefix("C-3: !claim"),
+            Some((CaseId(3), "!claim"))
+        );
+        assert_eq!(
+            split_case_prefix("c-12 hello there"),
+            Some((CaseId(12), "hello there"))
+        );
+        assert_eq!(split_case_prefix("!escalate C-3"), None);
+        assert_eq!(split_case_prefix("1042 foo"), None);
+    }
+}

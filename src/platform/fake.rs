@@ -1,0 +1,113 @@
+//! An in-memory platform for tests: records what the bot sends and can be
+//! told to rate-limit or fail, like a real chat server would.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use super::{BoxFuture, Platform, SendError};
+use crate::message::Outgoing;
+
+/// One delivered message, as the fake server stored it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Sent {
+    pub id: String,
+    pub room: String,
+    pub text: String,
+    pub thread_root: Option<String>,
+    pub mentions: Vec<String>,
+    pub txn_id: String,
+}
+
+/// A fake chat server. Like Matrix, it deduplicates by transaction id: a
+/// retried send with the same `txn_id` returns the first message's id.
+#[derive(Debug, Default)]
+pub struct FakePlatform {
+    /// Guarded by a `std::sync::Mutex`: held only to push or read, never
+    /// across an `.await`.
+    state: Mutex<FakeState>,
+}
+
+#[derive(Debug, Default)]
+struct FakeState {
+    sent: Vec<Sent>,
+    by_txn: HashMap<String, String>,
+    /// Scripted answers per room, used before delivering.
+    failures: HashMap<String, VecDeque<SendError>>,
+    /// Every send attempt, including refused ones: (room, txn id, refused?).
+    attempts: Vec<(String, String, bool)>,
+}
+
+impl FakePlatform {
+    pub fn new() -> FakePlatform {
+        FakePlatform::default()
+    }
+
+    /// The next `n` sends to `room` fail with `err` (e.g. a 429).
+    pub fn fail_next(&self, room: &str, n: usize, err: SendError) {
+        let mut st = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        let q = st.failures.entry(room.to_owned()).or_default();
+        q.extend(std::iter::repeat_n(err, n));
+    }
+
+    /// The next `n` sends to `room` answer 429 with `Retry-After`.
+    pub fn rate_limit_next(&self, room: &str, n: usize, retry_after: Duration) {
+        self.fail_next(room, n, SendError::RateLimited(retry_after));
+    }
+
+    /// Everything delivered so far, in delivery order.
+    pub fn sent(&self) -> Vec<Sent> {
+        self.state
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .sent
+            .clone()
+    }
+
+    /// Every attempt: (room, txn id, refused).
+    pub fn attempts(&self) -> Vec<(String, String, bool)> {
+        self.state
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .attempts
+            .clone()
+    }
+}
+
+impl Platform for FakePlatform {
+    fn name(&self) -> &'static str {
+        "fake"
+    }
+
+    fn send<'a>(
+        &'a self,
+        msg: &'a Outgoing,
+        thread_root: Option<&'a str>,
+        txn_id: &'a str,
+    ) -> BoxFuture<'a, Result<String, SendError>> {
+        Box::pin(async move {
+            let mut st = self.state.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some(err) = st.failures.get_mut(&msg.room).and_then(|q| q.pop_front()) {
+                st.attempts
+                    .push((msg.room.clone(), txn_id.to_owned(), true));
+                return Err(err);
+            }
+            st.attempts
+                .push((msg.room.clone(), txn_id.to_owned(), false));
+            if let Some(id) = st.by_txn.get(txn_id) {
+                return Ok(id.clone());
+            }
+            let id = format!("$fake{}", st.sent.len() + 1);
+            st.by_txn.insert(txn_id.to_owned(), id.clone());
+            st.sent.push(Sent {
+                id: id.clone(),
+                room: msg.room.clone(),
+                text: msg.text.clone(),
+                thread_root: thread_root.map(str::to_owned),
+                mentions: msg.mentions.clone(),
+                txn_id: txn_id.to_owned(),
+            });
+            Ok(id)
+        })
+    }
+}

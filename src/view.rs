@@ -1,0 +1,364 @@
+//! How the bot's messages read: Markdown for root messages, suggestions,
+//! queue, stats and case summaries. Pure functions of their inputs.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+
+use jiff::{SignedDuration, Timestamp};
+
+use crate::case::{Case, Event, EventKind, Priority, Status};
+use crate::lang::Lang;
+use crate::playbook::{Engine, Suggestion};
+
+/// Longest customer text quoted in a root message.
+const ROOT_EXCERPT: usize = 280;
+
+/// The root message of a case in the team room: id, customer, channel,
+/// priority, suggested playbook and confidence.
+pub fn root_message(case: &Case, s: &Suggestion, engine: &Engine) -> String {
+    let customer = case.customer.name.as_deref().unwrap_or("unknown customer");
+    let mut out = format!(
+        "🎫 **{}** · {} · {} · {} ({})\n",
+        case.id, case.priority, case.channel, customer, case.customer.language
+    );
+    if !case.subject.is_empty() {
+        let _ = writeln!(out, "**{}**", one_line(&case.subject, 120));
+    }
+    let _ = writeln!(out, "{}", quote(&excerpt(&case.body, ROOT_EXCERPT)));
+    let _ = writeln!(
+        out,
+        "Suggested: {}",
+        suggested_line(s, engine, case.customer.language)
+    );
+    out.push_str(
+        "Work it in this thread: `!claim`, `!note`, `!wait`, `!resolve` — `!help` for more.",
+    );
+    out
+}
+
+fn suggested_line(s: &Suggestion, engine: &Engine, lang: Lang) -> String {
+    match s
+        .playbook
+        .as_deref()
+        .and_then(|p| engine.playbooks().get(p))
+    {
+        Some(pb) => format!(
+            "**{}** ({}) — {:.0}% sure",
+            pb.title(lang),
+            pb.id(),
+            s.confidence * 100.0
+        ),
+        None => {
+            let best = s
+                .ranked
+                .first()
+                .map(|r| format!("; closest: {} {:.0}%", r.playbook, r.confidence * 100.0))
+                .unwrap_or_default();
+            format!("no playbook — not sure enough{best}")
+        }
+    }
+}
+
+/// The suggestion posted in a case's thread: playbook, why, fields,
+/// checklist and the reply draft in the customer's language.
+pub fn suggestion_message(case: &Case, s: &Suggestion, engine: &Engine) -> String {
+    let lang = case.customer.language;
+    let mut out = String::new();
+    let Some(pb) = s
+        .playbook
+        .as_deref()
+        .and_then(|p| engine.playbooks().get(p))
+    else {
+        let _ = writeln!(
+            out,
+            "🤔 **{}**: no playbook fits well enough ({:.0}%).",
+            case.id,
+            s.confidence * 100.0
+        );
+        if !s.ranked.is_empty() {
+            let cands: Vec<_> = s
+                .ranked
+                .iter()
+                .map(|r| format!("{} {:.0}%", r.playbook, r.confidence * 100.0))
+                .collect();
+            let _ = writeln!(
+                out,
+                "Closest: {}. `!use <playbook>` drafts a reply from one of them.",
+                cands.join(", ")
+            );
+        }
+        write_fields(&mut out, &s.fields);
+        return out;
+    };
+    let _ = writeln!(
+        out,
+        "💡 **{}** — {} ({:.0}%)",
+        pb.title(lang),
+        pb.id(),
+        s.confidence * 100.0
+    );
+    if !s.why.is_empty() {
+        let _ = writeln!(out, "Why: {}", s.why.join("; "));
+    }
+    write_fields(&mut out, &s.fields);
+    let _ = writeln!(out, "\n**Checklist**");
+    for (i, step) in pb.checklist(lang).iter().enumerate() {
+        let _ = writeln!(out, "{}. {step}", i + 1);
+    }
+    match engine.render_reply(pb.id(), lang, &s.fields, case.customer.name.as_deref()) {
+        Ok(draft) => {
+            let _ = writeln!(
+                out,
+                "\n**Draft reply** ({lang}) — edit before sending:\n{}",
+                quote(&draft)
+            );
+        }
+        Err(e) => {
+            tracing::warn!(playbook = pb.id(), "reply draft failed: {e}");
+            let _ = writeln!(out, "\n(the reply draft could not be rendered: {e})");
+        }
+    }
+    out
+}
+
+fn write_fields(out: &mut String, fields: &BTreeMap<String, String>) {
+    if fields.is_empty() {
+        return;
+    }
+    let parts: Vec<_> = fields.iter().map(|(k, v)| format!("{k}: `{v}`")).collect();
+    let _ = writeln!(out, "Fields: {}", parts.join(" · "));
+}
+
+/// Markdown block quote.
+pub fn quote(text: &str) -> String {
+    text.trim()
+        .lines()
+        .map(|l| format!("> {l}"))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+fn excerpt(text: &str, max: usize) -> String {
+    let t = text.trim();
+    if t.chars().count() <= max {
+        t.to_owned()
+    } else {
+        t.chars()
+            .take(max - 1)
+            .chain(std::iter::once('…'))
+            .collect()
+    }
+}
+
+fn one_line(text: &str, max: usize) -> String {
+    excerpt(&text.replace('\n', " "), max)
+}
+
+/// "3h 12m", "2d 4h", "45s".
+pub fn human(d: SignedDuration) -> String {
+    let secs = d.as_secs().abs();
+    let (d_, h, m, s) = (
+        secs / 86400,
+        secs % 86400 / 3600,
+        secs % 3600 / 60,
+        secs % 60,
+    );
+    match (d_, h, m) {
+        (0, 0, 0) => format!("{s}s"),
+        (0, 0, m) => format!("{m}m"),
+        (0, h, m) => format!("{h}h {m}m"),
+        (d_, h, _) => format!("{d_}d {h}h"),
+    }
+}
+
+const AGE_BUCKETS: [(&str, i64); 4] = [
+    ("<1h", 3600),
+    ("1-4h", 4 * 3600),
+    ("4-24h", 24 * 3600),
+    (">1d", i64::MAX),
+];
+
+/// The lead's `queue`: open cases by status and priority, by age, the
+/// oldest unassigned ones and each agent's load.
+pub fn queue(open: &[Case], now: Timestamp) -> String {
+    let mut out = format!("📋 **Queue** — {} open\n", open.len());
+    if open.is_empty() {
+        out.push_str("Nothing open. 🎉");
+        return out;
+    }
+    let statuses: Vec<Status> = Status::ALL.into_iter().filter(|s| s.is_open()).collect();
+    let _ = writeln!(
+        out,
+        "```\n{:<20} {:>3} {:>3} {:>3} {:>3} {:>5}",
+        "status", "P1", "P2", "P3", "P4", "total"
+    );
+    for st in &statuses {
+        let row: Vec<usize> = Priority::ALL
+            .iter()
+            .map(|p| {
+                open.iter()
+                    .filter(|c| c.status == *st && c.priority == *p)
+                    .count()
+            })
+            .collect();
+        let total: usize = row.iter().sum();
+        let _ = writeln!(
+            out,
+            "{:<20} {:>3} {:>3} {:>3} {:>3} {:>5}",
+            st.as_str(),
+            row[0],
+            row[1],
+            row[2],
+            row[3],
+            total
+        );
+    }
+    let mut ages = [0usize; 4];
+    for c in open {
+        let age = now.duration_since(c.created_at).as_secs();
+        let i = AGE_BUCKETS
+            .iter()
+            .position(|(_, lim)| age < *lim)
+            .unwrap_or(3);
+        ages[i] += 1;
+    }
+    let _ = writeln!(
+        out,
+        "\nage: {}\n```",
+        AGE_BUCKETS
+            .iter()
+            .zip(ages)
+            .map(|((n, _), k)| format!("{n} {k}"))
+            .collect::<Vec<_>>()
+            .join(" · ")
+    );
+    let mut unassigned: Vec<&Case> = open.iter().filter(|c| c.assignee.is_none()).collect();
+    unassigned.sort_by_key(|c| c.created_at);
+    if !unassigned.is_empty() {
+        out.push_str("**Oldest unassigned**\n");
+        for c in unassigned.iter().take(5) {
+            let _ = writeln!(
+                out,
+                "- {} {} · {} old · {}",
+                c.id,
+                c.priority,
+                human(now.duration_since(c.created_at)),
+                one_line(&c.body, 60)
+            );
+        }
+    }
+    let mut load: BTreeMap<&str, (usize, usize)> = BTreeMap::new();
+    for c in open {
+        if let Some(a) = &c.assignee {
+            let e = load.entry(a).or_default();
+            e.0 += 1;
+            if c.status == Status::WaitingOnCustomer {
+                e.1 += 1;
+            }
+        }
+    }
+    if !load.is_empty() {
+        out.push_str("**Load**\n");
+        for (a, (n, waiting)) in load {
+            let _ = writeln!(out, "- {a}: {n} open ({waiting} waiting on customer)");
+        }
+    }
+    out
+}
+
+/// A case summary with its recent history, for `case <id>`.
+pub fn case_summary(c: &Case, events: &[Event]) -> String {
+    let mut out = format!(
+        "**{}** [{}] {} · {} · {}\n",
+        c.id,
+        c.status,
+        c.priority,
+        c.channel,
+        c.assignee.as_deref().unwrap_or("unassigned")
+    );
+    let _ = writeln!(out, "{}", quote(&excerpt(&c.body, 200)));
+    if let Some(p) = c.chosen_playbook.as_ref().or(c.suggested_playbook.as_ref()) {
+        let _ = writeln!(out, "Playbook: {p}");
+    }
+    let _ = writeln!(out, "History ({} events, latest last):", events.len());
+    let interesting: Vec<&Event> = events
+        .iter()
+        .filter(|e| !matches!(e.kind, EventKind::Posted { .. }))
+        .collect();
+    for e in interesting.iter().rev().take(10).rev() {
+        let _ = writeln!(
+            out,
+            "- {} {} — {}",
+            e.at.strftime("%m-%d %H:%M"),
+            e.actor,
+            e.kind.summary()
+        );
+    }
+    out
+}
+
+/// The lead's `stats`: counts, median first-response and resolution times,
+/// and how often the suggested playbook was the one that solved the case.
+pub fn stats(all: &[Case]) -> String {
+    let mut out = format!("📈 **Stats** — {} cases\n", all.len());
+    let counts: Vec<String> = Status::ALL
+        .iter()
+        .map(|s| (s, all.iter().filter(|c| c.status == *s).count()))
+        .filter(|(_, n)| *n > 0)
+        .map(|(s, n)| format!("{s} {n}"))
+        .collect();
+    let _ = writeln!(
+        out,
+        "By status: {}",
+        if counts.is_empty() {
+            "-".into()
+        } else {
+            counts.join(" · ")
+        }
+    );
+    let first: Vec<SignedDuration> = all
+        .iter()
+        .filter_map(|c| c.first_response_at.map(|t| t.duration_since(c.created_at)))
+        .collect();
+    let resolution: Vec<SignedDuration> = all
+        .iter()
+        .filter_map(|c| c.resolved_at.map(|t| t.duration_since(c.created_at)))
+        .collect();
+    let _ = writeln!(out, "First response: {}", median_line(first));
+    let _ = writeln!(out, "Resolution: {}", median_line(resolution));
+    let judged: Vec<&Case> = all
+        .iter()
+        .filter(|c| c.chosen_playbook.is_some() && c.suggestion_confidence.is_some())
+        .collect();
+    if judged.is_empty() {
+        out.push_str("Suggestion acceptance: no resolved cases with a playbook yet");
+    } else {
+        let accepted = judged
+            .iter()
+            .filter(|c| c.chosen_playbook == c.suggested_playbook)
+            .count();
+        let _ = write!(
+            out,
+            "Suggestion acceptance: {:.0}% ({accepted}/{} cases solved with the suggested playbook)",
+            100.0 * accepted as f64 / judged.len() as f64,
+            judged.len()
+        );
+    }
+    out
+}
+
+fn median_line(mut v: Vec<SignedDuration>) -> String {
+    if v.is_empty() {
+        return "-".into();
+    }
+    v.sort();
+    let p90 = v[((v.len() as f64 * 0.9).ceil() as usize)
+        .saturating_sub(1)
+        .min(v.len() - 1)];
+    format!(
+        "median {} · p90 {} (n={})",
+        human(v[v.len() / 2]),
+        human(p90),
+        v.len()
+    )
+}
