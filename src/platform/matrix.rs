@@ -886,6 +886,8 @@ impl Backoff {
 
 #[cfg(test)]
 mod tests {
+    use matrix_sdk::ruma::events::relation::{InReplyTo, Reply};
+
     use super::*;
 
     fn user(s: &str) -> OwnedUserId {
@@ -942,9 +944,9 @@ mod tests {
     #[test]
     fn reply_fallback_is_stripped_and_edits_are_ignored() {
         let mut content = RoomMessageEventContent::text_plain("> <@a:localhost> old\n\n!claim");
-        content.relates_to = Some(Relation::Reply(
-            matrix_sdk::ruma::events::relation::Reply::new(EventId::parse("$x:localhost").unwrap()),
-        ));
+        content.relates_to = Some(Relation::Reply(Reply::new(InReplyTo::new(
+            EventId::parse("$x:localhost").unwrap(),
+        ))));
         assert_eq!(message_text(&content), Some(("!claim".to_owned(), None)));
 
         let notice = RoomMessageEventContent::notice_plain("bot says");

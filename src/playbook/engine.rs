@@ -17,6 +17,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use aho_corasick::{AhoCorasick, AhoCorasickKind};
+use regex_automata::{Anchored, Input, meta, util::syntax};
 use regex_syntax::hir::literal::{ExtractKind, Extractor};
 use serde::{Deserialize, Serialize};
 
@@ -24,7 +25,7 @@ use crate::lang::Lang;
 use crate::redact::redact;
 
 use super::extract;
-use super::features::{self, Feature, Kind, Origin};
+use super::features::{self, Feature, Kind};
 use super::load::{NONE_ID, PlaybookSet};
 use super::model::{Example, Model, TrainConfig, softmax};
 use super::render::{self, RenderError};
@@ -141,6 +142,9 @@ struct PhraseTarget {
 pub(crate) struct Rules {
     /// (class, playbook trigger index) per entry of the flattened list.
     triggers: Vec<(usize, usize)>,
+    /// The same triggers as `regex-automata` regexes, which can run an
+    /// anchored search from a given position.
+    anchored: Vec<meta::Regex>,
     /// Literal prefixes of the triggers that have a finite set of them.
     prefixes: AhoCorasick,
     /// Trigger (index into `triggers`) of each prefix pattern.
@@ -201,8 +205,9 @@ pub(crate) struct RuleHits {
     trigger: Vec<f32>,
     /// Number of distinct phrases hit per class.
     phrase: Vec<f32>,
-    /// Indices into [`Rules::triggers`] that matched.
-    matched_triggers: Vec<usize>,
+    /// Indices into [`Rules::triggers`] that matched, with where the
+    /// match starts (`None`: somewhere, found by an unanchored search).
+    matched_triggers: Vec<(usize, Option<usize>)>,
     /// Indices into [`Rules::phrase_targets`] that matched.
     matched_phrases: Vec<usize>,
 }
@@ -214,6 +219,7 @@ impl Rules {
         let mut prefix_lits = Vec::new();
         let mut prefix_owner = Vec::new();
         let mut always = Vec::new();
+        let mut anchored = Vec::new();
         for (i, pb) in set.playbooks.iter().enumerate() {
             for (t, trig) in pb.triggers.iter().enumerate() {
                 match literal_prefixes(trig.regex.as_str()) {
@@ -223,6 +229,13 @@ impl Rules {
                     }
                     None => always.push(triggers.len()),
                 }
+                anchored.push(
+                    meta::Regex::builder()
+                        .syntax(syntax::Config::new().case_insensitive(true))
+                        .configure(meta::Config::new().hybrid_cache_capacity(8 << 20))
+                        .build(trig.regex.as_str())
+                        .expect("validated trigger"),
+                );
                 triggers.push((i + 1, t));
             }
             phrase_targets.extend(pb.phrases.iter().map(|p| PhraseTarget {
@@ -244,6 +257,7 @@ impl Rules {
             .expect("prefix automaton");
         Rules {
             triggers,
+            anchored,
             prefixes,
             prefix_owner,
             always,
@@ -273,25 +287,31 @@ impl Rules {
             matched_triggers: Vec::new(),
             matched_phrases: Vec::new(),
         };
-        // Candidate triggers: those without prefixes, and those whose prefix
-        // occurs somewhere in the text.
-        let mut candidates = vec![false; self.triggers.len()];
-        for &i in &self.always {
-            candidates[i] = true;
-        }
+        // Every match of a prefixed trigger starts where one of its literal
+        // prefixes occurs, so an anchored search from each occurrence is an
+        // exact test, and a short one: no scan of the whole text, and an
+        // anchored lazy DFA stays small.
+        let hit = |i: usize, at: Option<usize>, h: &mut RuleHits| {
+            let (class, t) = self.triggers[i];
+            h.trigger[class] += set.playbooks[class - 1].triggers[t].weight;
+            h.matched_triggers.push((i, at));
+        };
         for m in self.prefixes.find_overlapping_iter(text) {
-            candidates[self.prefix_owner[m.pattern().as_usize()]] = true;
-        }
-        for (i, &(class, t)) in self.triggers.iter().enumerate() {
-            if !candidates[i] {
+            let i = self.prefix_owner[m.pattern().as_usize()];
+            if h.matched_triggers.iter().any(|&(m, _)| m == i) {
                 continue;
             }
-            let trig = &set.playbooks[class - 1].triggers[t];
-            if trig.regex.is_match(text) {
-                h.trigger[class] += trig.weight;
-                h.matched_triggers.push(i);
+            let input = Input::new(text).range(m.start()..).anchored(Anchored::Yes);
+            if self.anchored[i].is_match(input) {
+                hit(i, Some(m.start()), &mut h);
             }
         }
+        for &i in &self.always {
+            if self.anchored[i].is_match(text) {
+                hit(i, None, &mut h);
+            }
+        }
+        h.matched_triggers.sort_unstable();
         for m in self.phrases.find_overlapping_iter(text) {
             let i = m.pattern().as_usize();
             if !h.matched_phrases.contains(&i) {
@@ -568,13 +588,16 @@ impl Engine {
                 ));
             }
         }
-        for &i in &hits.matched_triggers {
+        for &(i, at) in &hits.matched_triggers {
             let (class, t) = self.rules.triggers[i];
             let trig = &self.set.playbooks[class - 1].triggers[t];
-            let seen = trig
-                .regex
-                .find(text)
-                .map(|m| m.as_str())
+            let input = match at {
+                Some(at) => Input::new(text).range(at..).anchored(Anchored::Yes),
+                None => Input::new(text),
+            };
+            let seen = self.rules.anchored[i]
+                .find(input)
+                .map(|m| &text[m.range()])
                 .unwrap_or_default();
             why.push(format!(
                 "trigger of {} matched “{seen}” (weight {})",

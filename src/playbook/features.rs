@@ -42,6 +42,17 @@ pub(crate) enum Kind {
 impl Kind {
     /// Relative weight of the feature family before normalisation.
     fn weight(self) -> f32 {
+        static OVR: std::sync::LazyLock<Option<Vec<f32>>> = std::sync::LazyLock::new(|| {
+            std::env::var("FW")
+                .ok()
+                .map(|v| v.split(',').map(|x| x.parse().unwrap()).collect())
+        });
+        if let Some(o) = OVR.as_ref() {
+            let i = self as usize - 1;
+            if i < o.len() {
+                return o[i];
+            }
+        }
         match self {
             Kind::Cjk1 => 0.5,
             Kind::Cjk2 => 1.0,

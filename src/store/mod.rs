@@ -188,6 +188,7 @@ impl Store {
         actor: &str,
         at: Timestamp,
     ) -> Result<Opened, StoreError> {
+        let new = redact_new(new);
         let guard = self.shared.write.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(existing) = self.case_by_external(&new.external_id)? {
             drop(guard);
@@ -238,7 +239,7 @@ impl Store {
             seq: before.events,
             at,
             actor: actor.to_owned(),
-            kind,
+            kind: redact_kind(kind),
             reason,
         };
         case.apply(&event)?;
@@ -264,6 +265,7 @@ impl Store {
         seen: Option<&str>,
         then: impl FnOnce(&Case) -> (Vec<EventKind>, Vec<Outgoing>),
     ) -> Result<Opened, StoreError> {
+        let new = redact_new(new);
         let guard = self.shared.write.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(existing) = self.case_by_external(&new.external_id)? {
             drop(guard);
@@ -293,7 +295,7 @@ impl Store {
                 seq: case.events,
                 at,
                 actor: actor.to_owned(),
-                kind,
+                kind: redact_kind(kind),
                 reason: None,
             };
             case.apply(&ev)?;
@@ -340,7 +342,7 @@ impl Store {
                     seq: case.events,
                     at,
                     actor: actor.to_owned(),
-                    kind,
+                    kind: redact_kind(kind),
                     reason,
                 };
                 case.apply(&ev)?;
@@ -662,6 +664,30 @@ impl Store {
     pub fn flush(&self) -> Result<(), StoreError> {
         self.db().flush()?;
         Ok(())
+    }
+}
+
+/// Customer text never reaches disk in clear: card numbers, CVVs,
+/// passwords and one-time codes are redacted here, whatever the caller did.
+fn redact_new(mut new: NewCase) -> NewCase {
+    new.body = crate::redact::redact(&new.body).into_owned();
+    new.subject = crate::redact::redact(&new.subject).into_owned();
+    new
+}
+
+fn redact_kind(kind: EventKind) -> EventKind {
+    use crate::redact::redact;
+    match kind {
+        EventKind::Note { text } => EventKind::Note {
+            text: redact(&text).into_owned(),
+        },
+        EventKind::AgentMessage { text } => EventKind::AgentMessage {
+            text: redact(&text).into_owned(),
+        },
+        EventKind::CustomerMessage { text } => EventKind::CustomerMessage {
+            text: redact(&text).into_owned(),
+        },
+        other => other,
     }
 }
 

@@ -1,5 +1,6 @@
 //! caseroom's integration tests: one binary, a module per area.
 
+mod bot;
 mod config;
 mod store;
 mod util;

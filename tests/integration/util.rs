@@ -36,3 +36,174 @@ pub fn caseroom_ok(data_dir: &Path, args: &[&str]) -> String {
     );
     String::from_utf8(out.stdout).expect("utf-8 output")
 }
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock, RwLock};
+use std::time::Duration;
+
+use caseroom::bot::Bot;
+use caseroom::config::Config;
+use caseroom::message::{Incoming, IncomingKind};
+use caseroom::outbox::Outbox;
+use caseroom::platform::fake::{FakePlatform, Sent};
+use caseroom::playbook::{Engine, SuggestOptions};
+use caseroom::store::Store;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+pub const TEAM: &str = "!team:test";
+pub const INTAKE: &str = "!intake:test";
+pub const ONCALL: &str = "!oncall:test";
+pub const ALICE: &str = "@alice:test";
+pub const BOB: &str = "@bob:test";
+pub const LEAD: &str = "@lead:test";
+pub const STRANGER: &str = "@mallory:test";
+
+/// The shipped config with test rooms and roles.
+pub fn test_config(data_dir: &Path) -> Config {
+    let src = std::fs::read_to_string(root().join("config/caseroom.toml")).unwrap();
+    let src = src
+        .replace("team = \"team\"", &format!("team = \"{TEAM}\""))
+        .replace("intake = [\"intake\"]", &format!("intake = [\"{INTAKE}\"]"))
+        .replace("oncall = \"oncall\"", &format!("oncall = \"{ONCALL}\""))
+        .replace(
+            "agent = [\"local\"]",
+            &format!("agent = [\"{ALICE}\", \"{BOB}\"]"),
+        )
+        .replace("lead = [\"local\"]", &format!("lead = [\"{LEAD}\"]"))
+        .replace("oncall = [\"local\"]", "oncall = []")
+        .replace("admin = [\"local\"]", "admin = []");
+    let mut cfg = Config::parse(Path::new("test.toml"), &src, &|_| None).unwrap();
+    cfg.data_dir = data_dir.to_owned();
+    cfg.suggest.playbooks_dir = root().join("playbooks");
+    cfg
+}
+
+/// The engine built from the shipped playbooks, once per test process.
+pub fn engine() -> Arc<Engine> {
+    static ENGINE: OnceLock<Arc<Engine>> = OnceLock::new();
+    ENGINE
+        .get_or_init(|| {
+            let set = caseroom::playbook::load_dir(&root().join("playbooks"))
+                .expect("shipped playbooks load");
+            Arc::new(Engine::build(
+                Arc::new(set),
+                &[],
+                &SuggestOptions::default(),
+            ))
+        })
+        .clone()
+}
+
+/// The bot core on a fake platform, with its outbox running.
+pub struct Harness {
+    pub bot: Bot,
+    pub fake: Arc<FakePlatform>,
+    pub store: Store,
+    pub shutdown: CancellationToken,
+    tracker: TaskTracker,
+    next: AtomicU64,
+}
+
+static HARNESS_SEQ: AtomicU64 = AtomicU64::new(0);
+
+impl Harness {
+    pub fn start(data_dir: &Path) -> Harness {
+        Harness::start_on(data_dir, Arc::new(FakePlatform::new()))
+    }
+
+    /// Starts on an existing fake server (to simulate a bot restart).
+    pub fn start_on(data_dir: &Path, fake: Arc<FakePlatform>) -> Harness {
+        let store = Store::open(data_dir).unwrap();
+        let shared = Arc::new(RwLock::new(engine()));
+        let outbox = Outbox::new();
+        let bot = Bot::new(
+            test_config(data_dir),
+            store.clone(),
+            shared,
+            outbox.clone(),
+            "fake",
+        );
+        let shutdown = CancellationToken::new();
+        let tracker = TaskTracker::new();
+        outbox.spawn(store.clone(), fake.clone(), shutdown.clone(), &tracker);
+        outbox.wake();
+        let base = HARNESS_SEQ.fetch_add(1, Ordering::Relaxed) * 1_000_000;
+        Harness {
+            bot,
+            fake,
+            store,
+            shutdown,
+            tracker,
+            next: AtomicU64::new(base),
+        }
+    }
+
+    fn event_id(&self) -> String {
+        format!(
+            "$ev{}-{}",
+            std::process::id(),
+            self.next.fetch_add(1, Ordering::Relaxed)
+        )
+    }
+
+    /// `sender` writes `text` in `room` (in a thread when `thread` is set);
+    /// returns the event id.
+    pub fn say(&self, room: &str, sender: &str, text: &str, thread: Option<&str>) -> String {
+        let id = self.event_id();
+        self.deliver(&Incoming {
+            room: room.into(),
+            sender: sender.into(),
+            event_id: id.clone(),
+            kind: IncomingKind::Message {
+                text: text.into(),
+                thread_root: thread.map(str::to_owned),
+            },
+        });
+        id
+    }
+
+    /// Hands an event to the bot, as an adapter would.
+    pub fn deliver(&self, msg: &Incoming) {
+        self.bot.handle(msg).expect("handle");
+    }
+
+    /// Waits until the outbox is empty.
+    pub async fn settle(&self) {
+        for _ in 0..400 {
+            if self.store.pending_outbox().unwrap().is_empty() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!(
+            "outbox did not drain: {:?}",
+            self.store.pending_outbox().unwrap()
+        );
+    }
+
+    pub fn sent(&self) -> Vec<Sent> {
+        self.fake.sent()
+    }
+
+    /// The last message the bot sent.
+    pub fn last(&self) -> Sent {
+        self.sent().last().cloned().expect("bot sent something")
+    }
+
+    /// The root message id of case `id` (e.g. "C-1").
+    pub fn root(&self, id: &str) -> String {
+        let case: caseroom::case::CaseId = id.parse().unwrap();
+        self.store
+            .posted(&caseroom::message::root_key(case))
+            .unwrap()
+            .expect("root delivered")
+    }
+
+    /// Stops the outbox (as a bot shutdown would).
+    pub async fn stop(self) {
+        self.shutdown.cancel();
+        self.tracker.close();
+        self.tracker.wait().await;
+    }
+}
