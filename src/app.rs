@@ -117,6 +117,7 @@ pub async fn run_with(
         }
     });
     let outbox = Outbox::new();
+    let http = config.http.clone();
     let bot = Bot::new(
         config,
         store.clone(),
@@ -126,6 +127,9 @@ pub async fn run_with(
     );
     outbox.spawn(store.clone(), platform, shutdown.clone(), &tracker);
     tracker.spawn(relearn(bot.clone(), engine, shutdown.clone()));
+    if http.enabled {
+        start_http(&http, bot.clone(), &shutdown, &tracker).await?;
+    }
     tracing::info!("caseroom is running");
     loop {
         let msg = tokio::select! {
@@ -152,6 +156,37 @@ pub async fn run_with(
         tracing::warn!("some tasks did not stop within 10 s");
     }
     store.flush()?;
+    Ok(())
+}
+
+/// Binds the webhook and metrics listeners and serves them until shutdown.
+async fn start_http(
+    http: &crate::config::HttpConfig,
+    bot: Bot,
+    shutdown: &CancellationToken,
+    tracker: &TaskTracker,
+) -> Result<()> {
+    let listener = tokio::net::TcpListener::bind(http.listen)
+        .await
+        .with_context(|| format!("binding the webhook listener on {}", http.listen))?;
+    let metrics = tokio::net::TcpListener::bind(http.metrics_listen)
+        .await
+        .with_context(|| format!("binding the metrics listener on {}", http.metrics_listen))?;
+    let ready = Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let state = crate::http::AppState::new(bot.clone(), http.clone(), ready);
+    let token = shutdown.clone();
+    tracker.spawn(async move {
+        if let Err(e) = crate::http::serve(listener, state, token).await {
+            tracing::error!("webhook server stopped: {e}");
+        }
+    });
+    let token = shutdown.clone();
+    let store = bot.store().clone();
+    tracker.spawn(async move {
+        if let Err(e) = crate::http::metrics::serve(metrics, store, token).await {
+            tracing::error!("metrics server stopped: {e}");
+        }
+    });
     Ok(())
 }
 

@@ -59,6 +59,9 @@ pub struct Ticket {
     /// `None` takes the suggested playbook's default priority.
     pub priority: Option<crate::case::Priority>,
     pub tags: Vec<String>,
+    /// Whether `customer.language` was given; otherwise it is detected
+    /// from the text.
+    pub language_known: bool,
 }
 
 impl Bot {
@@ -210,6 +213,7 @@ impl Bot {
             channel: Channel::Chat,
             priority: None,
             tags: Vec::new(),
+            language_known: false,
         };
         let ack_room = ctx.msg.room.clone();
         let ack_thread = ctx.thread_root.clone();
@@ -256,8 +260,10 @@ impl Bot {
         } else {
             format!("{}\n{}", ticket.subject, ticket.body)
         };
+        let started = std::time::Instant::now();
         let suggestion = engine.suggest(&text);
-        if ticket.customer.language != suggestion.lang && !has_explicit_language(&ticket) {
+        crate::http::metrics::suggestion_latency(started.elapsed());
+        if !ticket.language_known {
             ticket.customer.language = suggestion.lang;
         }
         let priority = ticket.priority.unwrap_or_else(|| {
@@ -351,12 +357,6 @@ impl Bot {
             Err(e) => tracing::warn!("could not learn from {}: {e}", case.id),
         }
     }
-}
-
-fn has_explicit_language(t: &Ticket) -> bool {
-    // Webhook tickets that name a language keep it; chat escalations do
-    // not know the customer and go by the text.
-    t.channel != Channel::Chat || t.customer.name.is_some()
 }
 
 /// What a command sees: the message, its case (when sent in a case thread)

@@ -14,6 +14,7 @@
 //! | [`bot`]      | the core: chat events -> commands -> case changes + messages   |
 //! | [`command`]  | one file per chat command (parse, then apply)                  |
 //! | [`view`]     | how the bot's messages read                                    |
+//! | [`http`]     | ticket webhook (signed), health, Prometheus metrics listener   |
 //! | [`outbox`]   | persisted outgoing messages, per-room ordered delivery         |
 //! | [`platform`] | adapters: terminal, fake (tests), Matrix                       |
 //! | [`playbook`] | playbooks, the suggestion engine, extraction, reply drafts     |
@@ -25,6 +26,7 @@ pub mod case;
 pub mod cli;
 pub mod command;
 pub mod config;
+pub mod http;
 pub mod lang;
 pub mod message;
 pub mod outbox;

@@ -75,6 +75,9 @@ pub struct Outgoing {
     /// `root` for a case's root message (its thread), else what it is.
     #[serde(default)]
     pub what: String,
+    /// When it entered the outbox (set by the store), for delivery latency.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub queued_at: Option<jiff::Timestamp>,
 }
 
 impl Outgoing {
@@ -88,6 +91,7 @@ impl Outgoing {
             record_as: None,
             case: None,
             what: "reply".into(),
+            queued_at: None,
         }
     }
 

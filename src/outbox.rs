@@ -133,10 +133,12 @@ async fn room_sender(
                     }
                 },
             };
-            let started = std::time::Instant::now();
             let wait = match platform.send(&msg, root.as_deref(), &txn).await {
                 Ok(id) => {
-                    metrics_delivered(started.elapsed());
+                    if let Some(q) = msg.queued_at {
+                        let d = Timestamp::now().duration_since(q);
+                        crate::http::metrics::delivery_latency(d.try_into().unwrap_or_default());
+                    }
                     if let Err(e) =
                         store.delivered(seq, &msg, platform.name(), &id, Timestamp::now())
                     {
@@ -146,6 +148,7 @@ async fn room_sender(
                 }
                 Err(SendError::RateLimited(after)) => {
                     tracing::info!(room = %msg.room, ?after, "rate limited; waiting");
+                    crate::http::metrics::rate_limit_wait(platform.name(), after);
                     after.max(Duration::from_millis(50))
                 }
                 Err(SendError::Transient(e)) => {
@@ -175,8 +178,4 @@ async fn sleep_or_stop(d: Duration, shutdown: &CancellationToken) -> bool {
         _ = shutdown.cancelled() => true,
         _ = tokio::time::sleep(d) => false,
     }
-}
-
-fn metrics_delivered(latency: Duration) {
-    tracing::debug!(?latency, "delivered");
 }

@@ -39,7 +39,7 @@ static CARD_LABEL: LazyLock<Regex> = LazyLock::new(|| {
 /// CVV-like values: the label is kept, the 3–4 digits are replaced.
 static CVV: LazyLock<Regex> = LazyLock::new(|| {
     Regex::new(
-        r"(?i)(\b(?:cvv2?|cvc2?|cvn2?|csc|card security code)\b(?:\s*(?:code|number))?\s*(?:is|was|=|:|：|#)?\s*|(?:安全码|卡背后?的?三位数?|背面的?三位数?|cvv码)\s*(?:是|为|:|：|=)?\s*)([0-9]{3,4})\b",
+        r"(?i)((?-u:\b)(?:cvv2?|cvc2?|cvn2?|csc|card security code)(?-u:\b)(?:\s*(?:code|number))?\s*(?:is|was|=|:|：|#)?\s*|(?:安全码|卡背后?的?三位数?|背面的?三位数?|cvv码)\s*(?:是|为|:|：|=)?\s*)([0-9]{3,4})(?-u:\b)",
     )
     .unwrap()
 });
@@ -47,7 +47,7 @@ static CVV: LazyLock<Regex> = LazyLock::new(|| {
 /// English passwords: `password: x`, `password is x`, `pwd x`, `PIN 1234`.
 static PASSWORD_EN: LazyLock<Regex> = LazyLock::new(|| {
     Regex::new(
-        r"(?i)(\b(?:password|passwd|passcode|pwd|pin(?:\s*code)?)\b)(\s*(?:[:=：]|\bis\b|\bwas\b)\s*|\s+)([!-~]+)",
+        r"(?i)((?-u:\b)(?:password|passwd|passcode|pwd|pin(?:\s*code)?)(?-u:\b))(\s*(?:[:=：]|(?-u:\b)is(?-u:\b)|(?-u:\b)was(?-u:\b))\s*|\s+)([!-~]+)",
     )
     .unwrap()
 });
@@ -61,7 +61,7 @@ static PASSWORD_ZH: LazyLock<Regex> =
 /// `error code 1005` alone: error codes are useful and not secret.
 static OTP: LazyLock<Regex> = LazyLock::new(|| {
     Regex::new(
-        r"(?i)(error\s*|错误)?((?:验证码|校验码|动态码|短信码|动态密码|\botp\b|one[\- ]time\s*(?:pass)?(?:code|password)|verification\s*code|security\s*code|\bcode\b)\s*(?:is|was|是|为|:|：|=)?\s*)([0-9]{4,8})\b",
+        r"(?i)(error\s*|错误)?((?:验证码|校验码|动态码|短信码|动态密码|(?-u:\b)otp(?-u:\b)|one[\- ]time\s*(?:pass)?(?:code|password)|verification\s*code|security\s*code|(?-u:\b)code(?-u:\b))\s*(?:is|was|是|为|:|：|=)?\s*)([0-9]{4,8})(?-u:\b)",
     )
     .unwrap()
 });

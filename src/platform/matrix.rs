@@ -920,11 +920,11 @@ mod tests {
 
     #[test]
     fn mention_not_in_text_is_prepended_as_a_pill() {
-        let v = json(&render("please <check>", &[user("@alice:localhost")]));
-        assert_eq!(v["body"], "@alice:localhost: please <check>");
+        let v = json(&render("please check A & B", &[user("@alice:localhost")]));
+        assert_eq!(v["body"], "@alice:localhost: please check A & B");
         assert_eq!(
             v["formatted_body"],
-            "<a href=\"https://matrix.to/#/@alice:localhost\">@alice:localhost</a>: please &lt;check&gt;"
+            "<a href=\"https://matrix.to/#/@alice:localhost\">@alice:localhost</a>: please check A &amp; B"
         );
     }
 
@@ -960,5 +960,49 @@ mod tests {
         assert_eq!(delays, [1, 2, 4, 8, 16, 30, 30]);
         assert!(b.reset());
         assert!(!b.reset());
+    }
+
+    /// A Matrix error response as the SDK reports it.
+    fn api_error(status: u16, kind: ErrorKind) -> HttpError {
+        use matrix_sdk::ruma::api::client::uiaa::UiaaResponse;
+        use matrix_sdk::ruma::api::error::{
+            Error, ErrorBody, FromHttpResponseError, StandardErrorBody,
+        };
+        use matrix_sdk::ruma::exports::http::StatusCode;
+        let body = ErrorBody::Standard(StandardErrorBody::new(kind, "test".to_owned()));
+        let error = Error::new(StatusCode::from_u16(status).unwrap(), body);
+        HttpError::Api(Box::new(FromHttpResponseError::Server(
+            UiaaResponse::MatrixError(error),
+        )))
+    }
+
+    #[test]
+    fn send_errors_map_to_what_the_outbox_does() {
+        use matrix_sdk::ruma::api::error::LimitExceededErrorData;
+        let mut limit = LimitExceededErrorData::new();
+        limit.retry_after = Some(RetryAfter::Delay(Duration::from_millis(2500)));
+        assert_eq!(
+            send_error(&api_error(429, ErrorKind::LimitExceeded(limit))),
+            SendError::RateLimited(Duration::from_millis(2500))
+        );
+        assert_eq!(
+            send_error(&api_error(
+                429,
+                ErrorKind::LimitExceeded(LimitExceededErrorData::new())
+            )),
+            SendError::RateLimited(DEFAULT_RATE_LIMIT_WAIT)
+        );
+        assert!(matches!(
+            send_error(&api_error(502, ErrorKind::Unknown)),
+            SendError::Transient(_)
+        ));
+        assert!(matches!(
+            send_error(&api_error(403, ErrorKind::Forbidden)),
+            SendError::Permanent(_)
+        ));
+        assert!(matches!(
+            send_error(&api_error(404, ErrorKind::NotFound)),
+            SendError::Permanent(_)
+        ));
     }
 }

@@ -417,9 +417,7 @@ impl Engine {
     ) -> Engine {
         let mut classes = vec![NONE_ID.to_string()];
         classes.extend(set.ids().map(str::to_string));
-        let t0 = std::time::Instant::now();
         let rules = Rules::build(&set);
-        eprintln!("rules {:?}", t0.elapsed());
         let k = classes.len();
         let class_of = |label: &str| classes.iter().position(|c| c == label);
 
@@ -495,9 +493,7 @@ impl Engine {
                 });
             }
         }
-        eprintln!("feats {:?}", t0.elapsed());
         let mut model = Model::train(&examples, k, &tuning.train);
-        eprintln!("train {:?}", t0.elapsed());
         model.temperature = tuning.temperature;
         Engine {
             set,

@@ -42,19 +42,8 @@ pub(crate) enum Kind {
 impl Kind {
     /// Relative weight of the feature family before normalisation.
     fn weight(self) -> f32 {
-        static OVR: std::sync::LazyLock<Option<Vec<f32>>> = std::sync::LazyLock::new(|| {
-            std::env::var("FW")
-                .ok()
-                .map(|v| v.split(',').map(|x| x.parse().unwrap()).collect())
-        });
-        if let Some(o) = OVR.as_ref() {
-            let i = self as usize - 1;
-            if i < o.len() {
-                return o[i];
-            }
-        }
         match self {
-            Kind::Cjk1 => 0.5,
+            Kind::Cjk1 => 1.0,
             Kind::Cjk2 => 1.0,
             Kind::Cjk3 => 1.0,
             Kind::Word => 1.0,
@@ -250,8 +239,8 @@ pub(crate) fn normalize_into(text: &str, chars: &mut Vec<char>) {
     chars.extend(text.chars().map(normalize));
 }
 
-/// Builds the sparse, L2-normalised n-gram vector of `chars` into `out`
-/// (sorted by bucket, duplicates merged), replacing its contents.
+/// Builds the sparse, L2-normalised n-gram vector of `chars` into `out`,
+/// replacing its contents.
 pub(crate) fn vectorize(chars: &[char], out: &mut Vec<Feature>) {
     out.clear();
     for_each_ngram(chars, |h, o| out.push((bucket(h), o.kind.weight())));
@@ -275,24 +264,15 @@ pub(crate) fn vectorize_with_origins(
     finish(out);
 }
 
-/// Sorts, merges duplicates (presence, not counts: repetition is not
-/// evidence) and scales to unit length.
-fn finish(out: &mut Vec<Feature>) {
-    out.sort_unstable_by_key(|f| f.0);
-    let mut w = 0;
-    for r in 0..out.len() {
-        if w > 0 && out[w - 1].0 == out[r].0 {
-            out[w - 1].1 = out[w - 1].1.max(out[r].1);
-        } else {
-            out[w] = out[r];
-            w += 1;
-        }
-    }
-    out.truncate(w);
+/// Scales the vector to unit length. Repeated n-grams stay repeated (a
+/// term-frequency vector): merging them would need a sort per ticket, and
+/// the model treats a repeated bucket exactly like a larger value.
+fn finish(out: &mut [Feature]) {
     let norm = out.iter().map(|f| f.1 * f.1).sum::<f32>().sqrt();
     if norm > 0.0 {
+        let inv = 1.0 / norm;
         for f in out.iter_mut() {
-            f.1 /= norm;
+            f.1 *= inv;
         }
     }
 }
@@ -370,13 +350,12 @@ mod tests {
     }
 
     #[test]
-    fn vector_is_unit_length_and_sorted() {
+    fn vector_is_unit_length() {
         let mut v = Vec::new();
         let mut chars = Vec::new();
         normalize_into("我的card被decline了 decline", &mut chars);
         vectorize(&chars, &mut v);
         let norm: f32 = v.iter().map(|f| f.1 * f.1).sum();
         assert!((norm - 1.0).abs() < 1e-4);
-        assert!(v.windows(2).all(|w| w[0].0 < w[1].0));
     }
 }

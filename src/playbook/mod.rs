@@ -35,6 +35,7 @@ pub(crate) mod watch;
 #[cfg(test)]
 mod tests;
 
+pub use crate::lang::Lang;
 pub use cli::{format_suggestion, parse_history, suggest_jsonl};
 pub use engine::{
     DEFAULT_THRESHOLD, Engine, Labelled, Ranked, SuggestOptions, Suggestion, detect_lang,

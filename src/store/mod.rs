@@ -372,11 +372,23 @@ impl Store {
         // order batches are applied.
         let n = outbox.len() as u64;
         let first = self.shared.next_outbox.fetch_add(n, Ordering::Relaxed);
-        for (i, msg) in outbox.into_iter().enumerate() {
+        let now = Timestamp::now();
+        for (i, mut msg) in outbox.into_iter().enumerate() {
+            msg.queued_at.get_or_insert(now);
             batch.insert(outbox_key(b'o', first + i as u64), to_json(&msg)?);
         }
         batch.insert(b"mnext_outbox".as_slice(), &(first + n).to_be_bytes());
         Ok(())
+    }
+
+    /// Number of cases in a status (from the status index).
+    pub fn count_status(&self, status: Status) -> Result<usize, StoreError> {
+        let mut n = 0;
+        for kv in self.db().scan_prefix([b's', status.code()]) {
+            kv?;
+            n += 1;
+        }
+        Ok(n)
     }
 
     /// Whether a chat event was already handled.

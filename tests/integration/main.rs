@@ -2,5 +2,6 @@
 
 mod bot;
 mod config;
+mod http;
 mod store;
 mod util;
