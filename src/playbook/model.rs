@@ -29,7 +29,7 @@ impl Default for TrainConfig {
     fn default() -> Self {
         TrainConfig {
             epochs: 8,
-            learning_rate: 0.4,
+            learning_rate: 1.2,
             l2: 1e-5,
             seed: 0x5eed,
         }

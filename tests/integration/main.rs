@@ -3,5 +3,6 @@
 mod bot;
 mod config;
 mod http;
+mod outbox;
 mod store;
 mod util;
