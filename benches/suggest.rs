@@ -64,30 +64,43 @@ fn bench_suggest(c: &mut Criterion) {
     let engine = Engine::build(set.clone(), &history, &SuggestOptions::default());
     let tickets = tickets(&set, &history);
 
-    // Warm up (lazy regex DFAs, caches), then one timed pass per ticket.
+    // Warm up (lazy regex DFAs, caches), then time every ticket in
+    // `PASSES` passes. Raw percentiles include whatever else the machine
+    // does (preemption shows up as 100+ µs outliers on a busy box); the
+    // per-ticket best of the passes is the engine's own latency.
+    const PASSES: usize = 3;
     for t in &tickets {
         black_box(engine.suggest(t));
     }
-    let mut lat: Vec<Duration> = Vec::with_capacity(tickets.len() * 3);
+    let mut raw: Vec<Duration> = Vec::with_capacity(tickets.len() * PASSES);
+    let mut best = vec![Duration::MAX; tickets.len()];
     let start = Instant::now();
-    for _ in 0..3 {
-        for t in &tickets {
+    for _ in 0..PASSES {
+        for (i, t) in tickets.iter().enumerate() {
             let t0 = Instant::now();
             black_box(engine.suggest(black_box(t)));
-            lat.push(t0.elapsed());
+            let d = t0.elapsed();
+            raw.push(d);
+            best[i] = best[i].min(d);
         }
     }
     let total = start.elapsed();
-    lat.sort();
-    let pct = |p: f64| lat[((lat.len() as f64 * p) as usize).min(lat.len() - 1)];
+    let pct = |v: &mut Vec<Duration>, p: f64| {
+        v.sort();
+        v[((v.len() as f64 * p) as usize).min(v.len() - 1)]
+    };
     eprintln!(
-        "suggest (single thread, {} playbooks, {} history): {:.0} tickets/s, p50 {:?}, p99 {:?}, max {:?}",
+        "suggest, single thread, {} playbooks, {} history examples, {} tickets: {:.0} tickets/s; \
+         raw p50 {:?} p99 {:?}; per-ticket best of {PASSES}: p50 {:?} p99 {:?} max {:?}",
         set.len(),
         history.len(),
-        lat.len() as f64 / total.as_secs_f64(),
-        pct(0.50),
-        pct(0.99),
-        lat[lat.len() - 1],
+        tickets.len(),
+        raw.len() as f64 / total.as_secs_f64(),
+        pct(&mut raw, 0.50),
+        pct(&mut raw, 0.99),
+        pct(&mut best, 0.50),
+        pct(&mut best, 0.99),
+        best[best.len() - 1],
     );
 
     let mut group = c.benchmark_group("suggest");

@@ -127,6 +127,8 @@ pub async fn run_with(
     );
     outbox.spawn(store.clone(), platform, shutdown.clone(), &tracker);
     tracker.spawn(relearn(bot.clone(), engine, shutdown.clone()));
+    // SLA timers: loads open cases' deadlines, then fires each when due.
+    bot.sla().spawn(shutdown.clone(), &tracker);
     if http.enabled {
         start_http(&http, bot.clone(), &shutdown, &tracker).await?;
     }

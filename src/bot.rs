@@ -21,6 +21,7 @@ use crate::message::{Incoming, IncomingKind, Outgoing, ThreadRef, root_key};
 use crate::outbox::Outbox;
 use crate::playbook::{self, Engine, SharedEngine, Suggestion};
 use crate::redact::redact;
+use crate::sla::{Clock, Sla};
 use crate::store::{HistoryItem, Store};
 use crate::view;
 
@@ -46,6 +47,10 @@ pub(crate) struct Shared {
     /// Signalled when resolved cases added examples, so the classifier is
     /// rebuilt in the background.
     pub(crate) learned: Arc<tokio::sync::Notify>,
+    /// The time events are stamped with; a manual clock in tests.
+    pub(crate) clock: Clock,
+    /// SLA timers, told about every case change (see [`Bot::case_changed`]).
+    pub(crate) sla: Sla,
 }
 
 /// A ticket to open as a case, from a chat escalation or the webhook.
@@ -72,6 +77,24 @@ impl Bot {
         outbox: Outbox,
         platform: &str,
     ) -> Bot {
+        Bot::with_clock(config, store, engine, outbox, platform, Clock::system())
+    }
+
+    /// Like [`Bot::new`], on the given clock (tests pass a manual one).
+    pub fn with_clock(
+        config: Config,
+        store: Store,
+        engine: SharedEngine,
+        outbox: Outbox,
+        platform: &str,
+        clock: Clock,
+    ) -> Bot {
+        let sla = Sla::new(
+            crate::sla::Settings::from_config(&config),
+            store.clone(),
+            outbox.clone(),
+            clock.clone(),
+        );
         Bot {
             shared: Arc::new(Shared {
                 config,
@@ -80,8 +103,26 @@ impl Bot {
                 outbox,
                 platform: platform.to_owned(),
                 learned: Arc::new(tokio::sync::Notify::new()),
+                clock,
+                sla,
             }),
         }
+    }
+
+    /// The current time on the bot's clock.
+    pub fn now(&self) -> Timestamp {
+        self.shared.clock.now()
+    }
+
+    /// The SLA engine (start its timers with [`Sla::spawn`]).
+    pub fn sla(&self) -> &Sla {
+        &self.shared.sla
+    }
+
+    /// The one hook for SLA: called after anything may have changed a
+    /// case, so its deadlines are re-planned and its timer moved.
+    pub fn case_changed(&self, id: CaseId) {
+        self.shared.sla.touch(id);
     }
 
     pub fn store(&self) -> &Store {
@@ -140,6 +181,9 @@ impl Bot {
                     Some(Err(usage)) => ctx.reply(usage)?,
                     None => self.plain_message(&ctx, text)?,
                 }
+                if let Some(case) = &ctx.case {
+                    self.case_changed(case.id);
+                }
             }
             IncomingKind::Reaction {
                 key,
@@ -187,7 +231,7 @@ impl Bot {
         self.shared.store.commit(
             Some(case.id),
             &ctx.msg.sender,
-            Timestamp::now(),
+            self.now(),
             vec![(kind, None)],
             vec![],
             Some(&ctx.msg.event_id),
@@ -296,7 +340,7 @@ impl Bot {
         let team = s.config.rooms.team.clone();
         let opened = s
             .store
-            .open_case_with(new, actor, Timestamp::now(), seen, |case| {
+            .open_case_with(new, actor, self.now(), seen, |case| {
                 let triaged = EventKind::Triaged {
                     playbook: suggestion.playbook.clone(),
                     confidence: suggestion.confidence,
@@ -321,6 +365,7 @@ impl Bot {
                 (vec![triaged], out)
             })?;
         if opened.created {
+            self.case_changed(opened.case.id);
             tracing::info!(case = %opened.case.id, playbook = ?opened.case.suggested_playbook, "case opened");
         }
         s.outbox.wake();
@@ -415,7 +460,7 @@ impl Ctx<'_> {
         self.shared().store.commit(
             None,
             self.sender(),
-            Timestamp::now(),
+            self.bot.now(),
             vec![],
             vec![out],
             Some(&self.msg.event_id),
@@ -438,7 +483,7 @@ impl Ctx<'_> {
             for (i, (kind, reason)) in events.iter().enumerate() {
                 let ev = crate::case::Event {
                     seq: c.events + i as u32,
-                    at: Timestamp::now(),
+                    at: self.bot.now(),
                     actor: self.sender().to_owned(),
                     kind: kind.clone(),
                     reason: reason.clone(),
@@ -455,7 +500,7 @@ impl Ctx<'_> {
             .commit(
                 Some(id),
                 self.sender(),
-                Timestamp::now(),
+                self.bot.now(),
                 events,
                 vec![out],
                 Some(&self.msg.event_id),

@@ -17,9 +17,9 @@ use std::net::SocketAddr;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 
-use jiff::SignedDuration;
-use jiff::civil::{Date, Time, Weekday};
+use jiff::civil::{Date, DateTime, Time, Weekday};
 use jiff::tz::TimeZone;
+use jiff::{SignedDuration, Timestamp};
 use serde::Deserialize;
 use toml::Spanned;
 
@@ -118,6 +118,8 @@ struct RawConfig {
     http: RawHttp,
     #[serde(default)]
     sla: RawSla,
+    #[serde(default)]
+    oncall: RawOncall,
     matrix: Option<RawMatrix>,
     slack: Option<RawSlack>,
     discord: Option<RawDiscord>,
@@ -195,6 +197,55 @@ struct RawPolicy {
     resolution: Option<Spanned<String>>,
     #[serde(default)]
     warnings: Vec<Spanned<String>>,
+    escalation: Option<Spanned<String>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawOncall {
+    #[serde(default)]
+    rotations: BTreeMap<String, RawRotation>,
+    #[serde(default)]
+    escalations: BTreeMap<String, RawEscalation>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRotation {
+    timezone: Option<Spanned<String>>,
+    #[serde(default)]
+    members: Vec<Spanned<String>>,
+    start: Option<Spanned<String>>,
+    shift: Option<Spanned<String>>,
+    #[serde(default)]
+    shifts: Vec<RawShift>,
+    #[serde(default)]
+    overrides: Vec<RawShift>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawShift {
+    user: Spanned<String>,
+    from: Spanned<String>,
+    to: Spanned<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawEscalation {
+    repeat: Option<Spanned<u32>>,
+    repeat_after: Option<Spanned<String>>,
+    remind_every: Option<Spanned<String>>,
+    #[serde(default)]
+    steps: Vec<RawStep>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawStep {
+    delay: Option<Spanned<String>>,
+    target: Spanned<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -246,6 +297,7 @@ pub struct Config {
     pub suggest: SuggestConfig,
     pub http: HttpConfig,
     pub sla: SlaConfig,
+    pub oncall: OncallConfig,
     pub matrix: Option<MatrixConfig>,
     pub slack: Option<SlackConfig>,
     pub discord: Option<DiscordConfig>,
@@ -352,6 +404,9 @@ pub struct Policy {
     pub next_response: Option<SignedDuration>,
     pub resolution: Option<SignedDuration>,
     pub warnings: Vec<Warning>,
+    /// The escalation policy (in [`OncallConfig::escalations`]) that pages
+    /// people when a target is breached; `None` posts the alert unaddressed.
+    pub escalation: Option<String>,
 }
 
 /// When to warn before a target is missed.
@@ -361,6 +416,88 @@ pub enum Warning {
     Fraction(f64),
     /// This long before the due time.
     Before(SignedDuration),
+}
+
+/// On-call rotations and escalation policies (`[oncall]`).
+#[derive(Debug, Clone, Default)]
+pub struct OncallConfig {
+    pub rotations: BTreeMap<String, Rotation>,
+    pub escalations: BTreeMap<String, Escalation>,
+}
+
+/// Who is on call when: a schedule plus temporary overrides. The
+/// computation lives in `sla::oncall`.
+#[derive(Debug, Clone)]
+pub struct Rotation {
+    /// Zone the handoff times are written in; daily and weekly handoffs keep
+    /// their local time across DST changes.
+    pub timezone: TimeZone,
+    pub schedule: Schedule,
+    /// Someone else covers a span; a later override wins over an earlier one.
+    pub overrides: Vec<Shift>,
+}
+
+/// The regular part of a rotation.
+#[derive(Debug, Clone)]
+pub enum Schedule {
+    /// Members take turns of equal length, the first one from `start`.
+    Turns {
+        members: Vec<String>,
+        start: DateTime,
+        length: ShiftLength,
+    },
+    /// An explicit list of shifts; gaps have nobody on call.
+    Shifts(Vec<Shift>),
+}
+
+/// How long one turn lasts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ShiftLength {
+    /// Whole local days (`1d` daily, `1w` weekly): the handoff stays at the
+    /// same wall-clock time when the zone changes its offset.
+    Days(i32),
+    /// An exact duration such as `12h`.
+    Exact(SignedDuration),
+}
+
+/// One person on call from `from` until `to` (exclusive).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Shift {
+    pub user: String,
+    pub from: Timestamp,
+    pub to: Timestamp,
+}
+
+/// Who is paged, in which order, when an SLA target is breached.
+#[derive(Debug, Clone)]
+pub struct Escalation {
+    /// Never empty.
+    pub steps: Vec<Step>,
+    /// How many times the steps run in total (1 = once).
+    pub repeat: u32,
+    /// Wait after the last step before the steps start again.
+    pub repeat_after: SignedDuration,
+    /// Reminder interval while an acknowledged alert's case stays breached.
+    pub remind_every: Option<SignedDuration>,
+}
+
+/// One escalation step: wait `delay` after the previous page (the first
+/// step: after the breach), then page `target`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Step {
+    pub delay: SignedDuration,
+    pub target: PageTarget,
+}
+
+/// Whom a step pages.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PageTarget {
+    /// One person, by chat user id.
+    User(String),
+    /// Whoever the rotation has on call at the time of the page.
+    Rotation(String),
+    /// Everyone in a room: the on-call room (`None`) or another one.
+    Room(Option<String>),
 }
 
 #[derive(Debug, Clone)]
@@ -507,7 +644,15 @@ impl Validator<'_> {
             threshold,
         };
         let http = self.http(raw.http);
-        let sla = self.sla(raw.sla);
+        // Rotations are written in the team's zone unless they say otherwise.
+        let team_tz = raw
+            .sla
+            .calendars
+            .get("default")
+            .and_then(|c| TimeZone::get(c.timezone.get_ref()).ok())
+            .unwrap_or(TimeZone::UTC);
+        let oncall = self.oncall(raw.oncall, &team_tz);
+        let sla = self.sla(raw.sla, &oncall);
         let matrix = raw.matrix.filter(|m| m.enabled).map(|m| self.matrix(m));
         let slack = raw.slack.filter(|s| s.enabled).map(|s| SlackConfig {
             bot_token: self.secret(&s.bot_token_env, "slack.bot_token_env"),
@@ -532,6 +677,7 @@ impl Validator<'_> {
             suggest,
             http,
             sla,
+            oncall,
             matrix,
             slack,
             discord,
@@ -619,7 +765,7 @@ impl Validator<'_> {
         }
     }
 
-    fn sla(&mut self, raw: RawSla) -> SlaConfig {
+    fn sla(&mut self, raw: RawSla, oncall: &OncallConfig) -> SlaConfig {
         let mut calendars = BTreeMap::new();
         for (name, cal) in raw.calendars {
             let key = format!("sla.calendars.{name}");
@@ -698,6 +844,40 @@ impl Validator<'_> {
                     format!("no calendar named `{calendar}` in [sla.calendars]"),
                 );
             }
+            if p.business_time
+                && calendars
+                    .get(&calendar)
+                    .is_some_and(|c: &Calendar| c.hours.iter().all(Option::is_none))
+            {
+                let span = p.calendar.as_ref().map(|c| c.span());
+                self.error(
+                    span,
+                    &format!("{key}.calendar"),
+                    format!(
+                        "calendar `{calendar}` has no opening hours, so business time never passes"
+                    ),
+                );
+            }
+            // Without an explicit name, a policy uses the escalation named
+            // `default` when there is one.
+            let escalation = match &p.escalation {
+                Some(e) if !oncall.escalations.contains_key(e.get_ref()) => {
+                    self.error(
+                        Some(e.span()),
+                        &format!("{key}.escalation"),
+                        format!(
+                            "no escalation policy named `{}` in [oncall.escalations]",
+                            e.get_ref()
+                        ),
+                    );
+                    None
+                }
+                Some(e) => Some(e.get_ref().clone()),
+                None => oncall
+                    .escalations
+                    .contains_key("default")
+                    .then(|| "default".to_owned()),
+            };
             let first_response = p
                 .first_response
                 .as_ref()
@@ -726,6 +906,7 @@ impl Validator<'_> {
                     next_response,
                     resolution,
                     warnings,
+                    escalation,
                 },
             );
         }
@@ -733,6 +914,226 @@ impl Validator<'_> {
             calendars,
             policies,
         }
+    }
+
+    fn oncall(&mut self, raw: RawOncall, team_tz: &TimeZone) -> OncallConfig {
+        let mut rotations = BTreeMap::new();
+        for (name, r) in raw.rotations {
+            let key = format!("oncall.rotations.{name}");
+            let timezone = match &r.timezone {
+                Some(tz) => self.timezone(tz, &format!("{key}.timezone")),
+                None => team_tz.clone(),
+            };
+            // Problems with the rotation as a whole point at its first line.
+            let span = r
+                .timezone
+                .as_ref()
+                .or(r.start.as_ref())
+                .or(r.shift.as_ref())
+                .map(|t| t.span());
+            let overrides = self.shifts(&r.overrides, &timezone, &format!("{key}.overrides"));
+            let schedule = if !r.shifts.is_empty() {
+                if !r.members.is_empty() || r.start.is_some() || r.shift.is_some() {
+                    self.error(
+                        Some(r.shifts[0].user.span()),
+                        &format!("{key}.shifts"),
+                        "give either `shifts` or `members` with `start` and `shift`, not both",
+                    );
+                }
+                Schedule::Shifts(self.shifts(&r.shifts, &timezone, &format!("{key}.shifts")))
+            } else {
+                let members: Vec<String> = r.members.iter().map(|m| m.get_ref().clone()).collect();
+                if members.is_empty() {
+                    self.error(
+                        span.clone(),
+                        &format!("{key}.members"),
+                        "a rotation needs `members` (chat user ids taking turns) or a list of `shifts`",
+                    );
+                }
+                let start = match &r.start {
+                    Some(s) => s.get_ref().parse::<DateTime>().unwrap_or_else(|_| {
+                        self.error(
+                            Some(s.span()),
+                            &format!("{key}.start"),
+                            format!(
+                                "`{}` is not a local date and time like 2026-01-05T09:00",
+                                s.get_ref()
+                            ),
+                        );
+                        DateTime::default()
+                    }),
+                    None => {
+                        self.error(
+                            span.clone(),
+                            &format!("{key}.start"),
+                            "missing: when the first member's first turn starts, e.g. \"2026-01-05T09:00\"",
+                        );
+                        DateTime::default()
+                    }
+                };
+                let length = match &r.shift {
+                    Some(s) => match self.duration(s, &format!("{key}.shift")) {
+                        Some(d) if d.as_secs() % 86400 == 0 && d.subsec_nanos() == 0 => {
+                            ShiftLength::Days((d.as_secs() / 86400) as i32)
+                        }
+                        Some(d) => ShiftLength::Exact(d),
+                        None => ShiftLength::Days(7),
+                    },
+                    None => {
+                        self.error(
+                            span.clone(),
+                            &format!("{key}.shift"),
+                            "missing: how long one turn lasts, e.g. \"1d\" or \"1w\"",
+                        );
+                        ShiftLength::Days(7)
+                    }
+                };
+                Schedule::Turns {
+                    members,
+                    start,
+                    length,
+                }
+            };
+            rotations.insert(
+                name,
+                Rotation {
+                    timezone,
+                    schedule,
+                    overrides,
+                },
+            );
+        }
+        let mut escalations = BTreeMap::new();
+        for (name, e) in raw.escalations {
+            let key = format!("oncall.escalations.{name}");
+            if e.steps.is_empty() {
+                self.error(
+                    None,
+                    &format!("{key}.steps"),
+                    "an escalation policy needs at least one step",
+                );
+                continue;
+            }
+            let mut steps = Vec::new();
+            for s in &e.steps {
+                let delay = match &s.delay {
+                    None => SignedDuration::ZERO,
+                    Some(d) if is_zero_duration(d.get_ref()) => SignedDuration::ZERO,
+                    Some(d) => self
+                        .duration(d, &format!("{key}.steps.delay"))
+                        .unwrap_or(SignedDuration::ZERO),
+                };
+                let target = match parse_page_target(s.target.get_ref()) {
+                    Ok(PageTarget::Rotation(r)) if !rotations.contains_key(&r) => {
+                        self.error(
+                            Some(s.target.span()),
+                            &format!("{key}.steps.target"),
+                            format!("no rotation named `{r}` in [oncall.rotations]"),
+                        );
+                        continue;
+                    }
+                    Ok(t) => t,
+                    Err(msg) => {
+                        self.error(Some(s.target.span()), &format!("{key}.steps.target"), msg);
+                        continue;
+                    }
+                };
+                steps.push(Step { delay, target });
+            }
+            let repeat = match &e.repeat {
+                None => 1,
+                Some(n) if *n.get_ref() == 0 || *n.get_ref() > 100 => {
+                    self.error(
+                        Some(n.span()),
+                        &format!("{key}.repeat"),
+                        "must be between 1 and 100",
+                    );
+                    1
+                }
+                Some(n) => *n.get_ref(),
+            };
+            let repeat_after = e
+                .repeat_after
+                .as_ref()
+                .and_then(|d| self.duration(d, &format!("{key}.repeat_after")))
+                .unwrap_or(SignedDuration::from_mins(15));
+            let remind_every = match &e.remind_every {
+                Some(d) if is_zero_duration(d.get_ref()) => None,
+                Some(d) => self.duration(d, &format!("{key}.remind_every")),
+                None => None,
+            };
+            if steps.is_empty() {
+                continue;
+            }
+            escalations.insert(
+                name,
+                Escalation {
+                    steps,
+                    repeat,
+                    repeat_after,
+                    remind_every,
+                },
+            );
+        }
+        OncallConfig {
+            rotations,
+            escalations,
+        }
+    }
+
+    fn timezone(&mut self, s: &Spanned<String>, key: &str) -> TimeZone {
+        TimeZone::get(s.get_ref()).unwrap_or_else(|_| {
+            self.error(
+                Some(s.span()),
+                key,
+                format!(
+                    "unknown IANA time zone `{}` (e.g. Asia/Shanghai)",
+                    s.get_ref()
+                ),
+            );
+            TimeZone::UTC
+        })
+    }
+
+    /// Shifts written in local time; `to` must come after `from`.
+    fn shifts(&mut self, raw: &[RawShift], tz: &TimeZone, key: &str) -> Vec<Shift> {
+        let mut out = Vec::new();
+        for s in raw {
+            let at = |v: &Spanned<String>, this: &mut Self| -> Option<Timestamp> {
+                match v
+                    .get_ref()
+                    .parse::<DateTime>()
+                    .ok()
+                    .and_then(|dt| tz.to_timestamp(dt).ok())
+                {
+                    Some(t) => Some(t),
+                    None => {
+                        this.error(
+                            Some(v.span()),
+                            key,
+                            format!(
+                                "`{}` is not a local date and time like 2026-03-02T09:00",
+                                v.get_ref()
+                            ),
+                        );
+                        None
+                    }
+                }
+            };
+            let (Some(from), Some(to)) = (at(&s.from, self), at(&s.to, self)) else {
+                continue;
+            };
+            if to <= from {
+                self.error(Some(s.to.span()), key, "a shift must end after it starts");
+                continue;
+            }
+            out.push(Shift {
+                user: s.user.get_ref().clone(),
+                from,
+                to,
+            });
+        }
+        out
     }
 
     fn matrix(&mut self, m: RawMatrix) -> MatrixConfig {
@@ -833,6 +1234,37 @@ pub fn parse_duration(s: &str) -> Result<SignedDuration, String> {
         return Err(bad());
     }
     Ok(total)
+}
+
+/// `0`, `0s`, `0m`: an explicit "no wait", which [`parse_duration`] refuses.
+fn is_zero_duration(s: &str) -> bool {
+    let t = s.trim().trim_end_matches(|c: char| c.is_ascii_alphabetic());
+    !t.is_empty() && t.chars().all(|c| c == '0')
+}
+
+/// `rotation:<name>`, `user:<chat user id>`, `room` (the on-call room) or
+/// `room:<room id>`.
+fn parse_page_target(s: &str) -> Result<PageTarget, String> {
+    let t = s.trim();
+    let bad = || {
+        format!(
+            "`{s}` is not a page target (write \"rotation:<name>\", \"user:<user id>\", \"room\" or \"room:<room id>\")"
+        )
+    };
+    if t == "room" {
+        return Ok(PageTarget::Room(None));
+    }
+    let (kind, rest) = t.split_once(':').ok_or_else(bad)?;
+    let rest = rest.trim();
+    if rest.is_empty() {
+        return Err(bad());
+    }
+    match kind {
+        "rotation" => Ok(PageTarget::Rotation(rest.to_owned())),
+        "user" => Ok(PageTarget::User(rest.to_owned())),
+        "room" => Ok(PageTarget::Room(Some(rest.to_owned()))),
+        _ => Err(bad()),
+    }
 }
 
 fn parse_warning(s: &str) -> Result<Warning, String> {
@@ -976,6 +1408,28 @@ mod tests {
             Warning::Before(SignedDuration::from_mins(15))
         );
         assert!(parse_warning("180%").is_err());
+    }
+
+    #[test]
+    fn page_targets_and_zero_delays() {
+        assert_eq!(
+            parse_page_target("rotation:primary").unwrap(),
+            PageTarget::Rotation("primary".into())
+        );
+        assert_eq!(
+            parse_page_target("user:@carol:example.org").unwrap(),
+            PageTarget::User("@carol:example.org".into())
+        );
+        assert_eq!(parse_page_target("room").unwrap(), PageTarget::Room(None));
+        assert_eq!(
+            parse_page_target("room:!leads:x").unwrap(),
+            PageTarget::Room(Some("!leads:x".into()))
+        );
+        for bad in ["", "carol", "team:x", "rotation:"] {
+            assert!(parse_page_target(bad).is_err(), "{bad}");
+        }
+        assert!(is_zero_duration("0s") && is_zero_duration("0") && is_zero_duration("00m"));
+        assert!(!is_zero_duration("10s") && !is_zero_duration("s"));
     }
 
     #[test]

@@ -19,6 +19,7 @@
 //! | [`platform`] | adapters: terminal, fake (tests), Matrix                       |
 //! | [`playbook`] | playbooks, the suggestion engine, extraction, reply drafts     |
 //! | [`redact`]   | removing card numbers, CVVs, passwords and codes from text     |
+//! | [`sla`]      | SLA clocks, business calendars, on-call rotations, escalation  |
 
 pub mod app;
 pub mod bot;
@@ -33,5 +34,6 @@ pub mod outbox;
 pub mod platform;
 pub mod playbook;
 pub mod redact;
+pub mod sla;
 pub mod store;
 pub mod view;

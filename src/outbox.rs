@@ -59,15 +59,29 @@ impl Outbox {
         let tracker2 = tracker.clone();
         tracker.spawn(async move {
             let mut rooms: HashMap<String, mpsc::UnboundedSender<(u64, Outgoing)>> = HashMap::new();
-            let mut dispatched = 0u64;
+            // Messages handed to a room sender and not yet delivered. Batches
+            // from concurrent writers can land out of number order, so this
+            // is a set, not a high-water mark.
+            let mut dispatched: std::collections::BTreeSet<u64> = Default::default();
             loop {
-                match store.pending_outbox() {
+                match store.outbox_seqs() {
                     Ok(pending) => {
-                        for (seq, msg) in pending {
-                            if seq <= dispatched {
+                        let still: std::collections::BTreeSet<u64> =
+                            pending.iter().copied().collect();
+                        dispatched.retain(|s| still.contains(s));
+                        for seq in pending {
+                            if dispatched.contains(&seq) {
                                 continue;
                             }
-                            dispatched = seq;
+                            let msg = match store.outbox_message(seq) {
+                                Ok(Some(m)) => m,
+                                Ok(None) => continue,
+                                Err(e) => {
+                                    tracing::error!(seq, "unreadable outbox message: {e}");
+                                    continue;
+                                }
+                            };
+                            dispatched.insert(seq);
                             let tx = rooms.entry(msg.room.clone()).or_insert_with(|| {
                                 let (tx, rx) = mpsc::unbounded_channel();
                                 tracker2.spawn(room_sender(

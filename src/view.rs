@@ -1,14 +1,16 @@
 //! How the bot's messages read: Markdown for root messages, suggestions,
 //! queue, stats and case summaries. Pure functions of their inputs.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write as _;
 
 use jiff::{SignedDuration, Timestamp};
 
-use crate::case::{Case, Event, EventKind, Priority, Status};
+use crate::case::{Case, CaseId, Event, EventKind, Priority, Status};
 use crate::lang::Lang;
 use crate::playbook::{Engine, Suggestion};
+use crate::sla::Risk;
+use crate::sla::render::MetTable;
 
 /// Longest customer text quoted in a root message.
 const ROOT_EXCERPT: usize = 280;
@@ -181,6 +183,12 @@ const AGE_BUCKETS: [(&str, i64); 4] = [
 /// The lead's `queue`: open cases by status and priority, by age, the
 /// oldest unassigned ones and each agent's load.
 pub fn queue(open: &[Case], now: Timestamp) -> String {
+    queue_with_sla(open, now, &HashMap::new())
+}
+
+/// [`queue`] with an at-risk column: cases with an SLA target at risk or
+/// breached (`risk` holds each such case's worst).
+pub fn queue_with_sla(open: &[Case], now: Timestamp, risk: &HashMap<CaseId, Risk>) -> String {
     let mut out = format!("📋 **Queue** — {} open\n", open.len());
     if open.is_empty() {
         out.push_str("Nothing open. 🎉");
@@ -189,8 +197,8 @@ pub fn queue(open: &[Case], now: Timestamp) -> String {
     let statuses: Vec<Status> = Status::ALL.into_iter().filter(|s| s.is_open()).collect();
     let _ = writeln!(
         out,
-        "```\n{:<20} {:>3} {:>3} {:>3} {:>3} {:>5}",
-        "status", "P1", "P2", "P3", "P4", "total"
+        "```\n{:<20} {:>3} {:>3} {:>3} {:>3} {:>7} {:>5}",
+        "status", "P1", "P2", "P3", "P4", "at-risk", "total"
     );
     for st in &statuses {
         let row: Vec<usize> = Priority::ALL
@@ -202,14 +210,19 @@ pub fn queue(open: &[Case], now: Timestamp) -> String {
             })
             .collect();
         let total: usize = row.iter().sum();
+        let at_risk = open
+            .iter()
+            .filter(|c| c.status == *st && risk.contains_key(&c.id))
+            .count();
         let _ = writeln!(
             out,
-            "{:<20} {:>3} {:>3} {:>3} {:>3} {:>5}",
+            "{:<20} {:>3} {:>3} {:>3} {:>3} {:>7} {:>5}",
             st.as_str(),
             row[0],
             row[1],
             row[2],
             row[3],
+            at_risk,
             total
         );
     }
@@ -221,6 +234,15 @@ pub fn queue(open: &[Case], now: Timestamp) -> String {
             .position(|(_, lim)| age < *lim)
             .unwrap_or(3);
         ages[i] += 1;
+    }
+    let breached = risk.values().filter(|r| **r == Risk::Breached).count();
+    if !risk.is_empty() {
+        let _ = write!(
+            out,
+            "\nat-risk: {} breached, {} at risk (`sla` lists them)",
+            breached,
+            risk.len() - breached
+        );
     }
     let _ = writeln!(
         out,
@@ -345,6 +367,11 @@ pub fn stats(all: &[Case]) -> String {
         );
     }
     out
+}
+
+/// [`stats`] followed by SLA met % per target and priority.
+pub fn stats_with_sla(all: &[Case], met: &MetTable) -> String {
+    format!("{}\n{}", stats(all), crate::sla::render::met(met))
 }
 
 fn median_line(mut v: Vec<SignedDuration>) -> String {

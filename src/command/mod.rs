@@ -4,18 +4,22 @@
 //! [`parse`] recognises `!name args` (the prefix comes from the config);
 //! [`Command`] only dispatches.
 
+mod ack;
 mod assign;
 mod case_show;
 mod claim;
 mod escalate;
 mod help;
 mod note;
+mod oncall;
 mod priority;
 mod queue;
 mod reassign;
 mod reopen;
 mod resolve;
 mod resume;
+mod sla;
+mod snooze;
 mod stats;
 mod suggest;
 mod tag;
@@ -66,6 +70,10 @@ pub enum Command {
     Case(case_show::CaseShow),
     Stats(stats::Stats),
     Reassign(reassign::Reassign),
+    Sla(sla::Sla),
+    Oncall(oncall::Oncall),
+    Ack(ack::Ack),
+    Snooze(snooze::Snooze),
 }
 
 /// Every command: name, arguments, what it does. Drives parsing and `help`.
@@ -120,6 +128,22 @@ pub(crate) const COMMANDS: &[(&str, &str, &str)] = &[
         "<id> @user",
         "give any case to a teammate (leads)",
     ),
+    (
+        "sla",
+        "[at-risk|breached]",
+        "SLA targets at risk and breached, with time left or over (leads)",
+    ),
+    ("oncall", "", "who is on call now and next, and open alerts"),
+    (
+        "ack",
+        "<alert>",
+        "acknowledge an SLA alert, stopping its escalation (on-call)",
+    ),
+    (
+        "snooze",
+        "<alert> <duration>",
+        "no pages for an alert until the time is up (on-call)",
+    ),
 ];
 
 /// The usage line of a command, e.g. "`!assign @user` — give the case to a teammate".
@@ -169,6 +193,10 @@ pub fn parse(text: &str, prefix: &str) -> Option<Result<Command, String>> {
         "case" => case_show::CaseShow::parse(args).map(Command::Case),
         "stats" => stats::Stats::parse(args).map(Command::Stats),
         "reassign" => reassign::Reassign::parse(args).map(Command::Reassign),
+        "sla" => sla::Sla::parse(args).map(Command::Sla),
+        "oncall" => oncall::Oncall::parse(args).map(Command::Oncall),
+        "ack" => ack::Ack::parse(args).map(Command::Ack),
+        "snooze" => snooze::Snooze::parse(args).map(Command::Snooze),
         other => {
             return Some(Err(format!(
                 "Unknown command `{prefix}{other}`. `{prefix}help` lists the commands."
@@ -206,6 +234,10 @@ impl Command {
             Command::Case(_) => "case",
             Command::Stats(_) => "stats",
             Command::Reassign(_) => "reassign",
+            Command::Sla(_) => "sla",
+            Command::Oncall(_) => "oncall",
+            Command::Ack(_) => "ack",
+            Command::Snooze(_) => "snooze",
         }
     }
 
@@ -229,6 +261,10 @@ impl Command {
             Command::Case(c) => c.apply(ctx),
             Command::Stats(c) => c.apply(ctx),
             Command::Reassign(c) => c.apply(ctx),
+            Command::Sla(c) => c.apply(ctx),
+            Command::Oncall(c) => c.apply(ctx),
+            Command::Ack(c) => c.apply(ctx),
+            Command::Snooze(c) => c.apply(ctx),
         }
     }
 }

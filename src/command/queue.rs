@@ -1,7 +1,5 @@
-//! `!queue`: open cases by status and priority, age, oldest unassigned,
-//! per-agent load.
-
-use jiff::Timestamp;
+//! `!queue`: open cases by status and priority, cases at SLA risk, age,
+//! oldest unassigned, per-agent load.
 
 use super::{CmdError, no_args};
 use crate::bot::Ctx;
@@ -22,7 +20,8 @@ impl Queue {
             open_only: true,
             ..Default::default()
         })?;
-        ctx.reply(crate::view::queue(&open, Timestamp::now()))?;
+        let risk = ctx.bot.sla().risks();
+        ctx.reply(crate::view::queue_with_sla(&open, ctx.bot.now(), &risk))?;
         Ok(())
     }
 }

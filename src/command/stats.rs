@@ -1,5 +1,5 @@
 //! `!stats`: counts, first-response and resolution times, suggestion
-//! acceptance.
+//! acceptance, SLA met % per target and priority.
 
 use super::{CmdError, no_args};
 use crate::bot::Ctx;
@@ -17,7 +17,8 @@ impl Stats {
     pub(crate) fn apply(self, ctx: &mut Ctx) -> Result<(), CmdError> {
         ctx.require(Role::Lead, "stats")?;
         let all = ctx.shared().store.cases(&CaseFilter::default())?;
-        ctx.reply(crate::view::stats(&all))?;
+        let met = ctx.bot.sla().met(&all)?;
+        ctx.reply(crate::view::stats_with_sla(&all, &met))?;
         Ok(())
     }
 }

@@ -109,8 +109,7 @@ const GAP_MAX_EVENTS: usize = 2000;
 /// The only timeline events the bot looks at. Our own joins are needed to
 /// tell history from new events in a room joined since the last sync.
 const TIMELINE_TYPES: [&str; 3] = ["m.room.message", "m.reaction", "m.room.member"];
-/// Retry policy used when a send fails with `M_LIMIT_EXCEEDED` but names
-/// no delay.
+/// How long to wait after a `429` / `M_LIMIT_EXCEEDED` that names no delay.
 const DEFAULT_RATE_LIMIT_WAIT: Duration = Duration::from_secs(1);
 
 /// The Matrix side of the bot: a logged-in client plus what it needs to
@@ -127,6 +126,9 @@ pub struct MatrixPlatform {
     rooms: BTreeSet<OwnedRoomId>,
     /// Users whose invites are accepted for any room.
     invite_from: BTreeSet<String>,
+    /// The server-side id of our `/sync` filter (see [`sync_filter`]),
+    /// uploaded once per start, which keeps the sync URL short.
+    filter_id: String,
 }
 
 impl std::fmt::Debug for MatrixPlatform {
@@ -186,12 +188,17 @@ impl MatrixPlatform {
             intake: intake.iter().map(|(id, _)| id.to_string()).collect(),
             oncall: oncall.0.to_string(),
         };
+        let filter_id = client
+            .get_or_upload_filter("caseroom", sync_filter())
+            .await
+            .context("uploading the Matrix sync filter")?;
         let platform = MatrixPlatform {
             client,
             store,
             user_id,
             rooms: ids,
             invite_from: config.invite_from.iter().cloned().collect(),
+            filter_id,
         };
 
         if platform.sync_token()?.is_none() {
@@ -199,7 +206,7 @@ impl MatrixPlatform {
             // are history and are skipped; invites in it are still answered.
             let response = platform
                 .client
-                .sync_once(sync_settings(SyncToken::NoToken))
+                .sync_once(platform.sync_settings(SyncToken::NoToken))
                 .await
                 .context("first Matrix sync")?;
             platform.answer_invites(&response).await;
@@ -241,7 +248,7 @@ impl MatrixPlatform {
         loop {
             let response = tokio::select! {
                 () = shutdown.cancelled() => break,
-                r = self.client.sync_once(sync_settings(SyncToken::Specific(since.clone()))) => r,
+                r = self.client.sync_once(self.sync_settings(SyncToken::Specific(since.clone()))) => r,
             };
             let response = match response {
                 Ok(response) => response,
@@ -250,7 +257,7 @@ impl MatrixPlatform {
                         bail!("the homeserver rejected the bot's access token: {e}");
                     }
                     let delay = backoff.next();
-                    warn!(error = %e, retry_in = ?delay, "Matrix sync failed");
+                    warn!(error = %chain(&e), retry_in = ?delay, "Matrix sync failed");
                     tokio::select! {
                         () = shutdown.cancelled() => break,
                         () = tokio::time::sleep(delay) => continue,
@@ -287,7 +294,12 @@ impl MatrixPlatform {
         for (room_id, update) in &response.rooms.joined {
             let timeline = &update.timeline;
             let mut events: Vec<Raw<AnySyncTimelineEvent>> = Vec::new();
+            let joined_here = timeline
+                .events
+                .iter()
+                .any(|e| is_own_join(e.raw(), &self.user_id));
             if timeline.limited
+                && !joined_here
                 && let Some(prev_batch) = &timeline.prev_batch
             {
                 events = self.fetch_gap(room_id, prev_batch, since).await;
@@ -320,7 +332,7 @@ impl MatrixPlatform {
         let event = match raw.deserialize() {
             Ok(event) => event,
             Err(e) => {
-                debug!(room = %room_id, error = %e, "skipping an event that does not parse");
+                debug!(room = %room_id, error = %chain(&e), "skipping an event that does not parse");
                 return None;
             }
         };
@@ -366,7 +378,7 @@ impl MatrixPlatform {
         let event = match self.client.send(request).with_request_config(config).await {
             Ok(response) => response.event,
             Err(e) => {
-                debug!(room = %room_id, event = %event_id, error = %e, "cannot fetch a reaction's target");
+                debug!(room = %room_id, event = %event_id, error = %chain(&e), "cannot fetch a reaction's target");
                 return (None, None);
             }
         };
@@ -409,7 +421,7 @@ impl MatrixPlatform {
             let response = match self.client.send(request).await {
                 Ok(response) => response,
                 Err(e) => {
-                    warn!(room = %room_id, error = %e, "cannot fetch missed events; some are skipped");
+                    warn!(room = %room_id, error = %chain(&e), "cannot fetch missed events; some are skipped");
                     break;
                 }
             };
@@ -459,9 +471,17 @@ impl MatrixPlatform {
             }
             match self.client.join_room_by_id(room_id).await {
                 Ok(_) => info!(room = %room_id, inviter = inviter_name, "accepted an invite"),
-                Err(e) => warn!(room = %room_id, error = %e, "cannot accept an invite"),
+                Err(e) => warn!(room = %room_id, error = %chain(&e), "cannot accept an invite"),
             }
         }
+    }
+
+    /// `/sync` settings: long polling with our filter, from `token`.
+    fn sync_settings(&self, token: SyncToken) -> SyncSettings {
+        SyncSettings::new()
+            .timeout(SYNC_TIMEOUT)
+            .filter(Filter::FilterId(self.filter_id.clone()))
+            .token(token)
     }
 
     fn sync_token(&self) -> anyhow::Result<Option<String>> {
@@ -493,7 +513,7 @@ impl MatrixPlatform {
             .filter_map(|u| match UserId::parse(u.as_str()) {
                 Ok(u) => Some(u),
                 Err(e) => {
-                    warn!(user = %u, error = %e, "not mentioning an invalid Matrix user id");
+                    warn!(user = %u, error = %chain(&e), "not mentioning an invalid Matrix user id");
                     None
                 }
             })
@@ -674,7 +694,7 @@ fn load_session(store: &Store, user_id: &UserId) -> anyhow::Result<Option<Matrix
     let session: MatrixSession = match serde_json::from_slice(&bytes) {
         Ok(s) => s,
         Err(e) => {
-            warn!(error = %e, "ignoring an unreadable saved Matrix session");
+            warn!(error = %chain(&e), "ignoring an unreadable saved Matrix session");
             return Ok(None);
         }
     };
@@ -723,24 +743,37 @@ async fn join(client: &Client, room_id: &RoomId, via: &[OwnedServerName]) {
         Ok(_) => debug!(room = %room_id, "joined"),
         Err(e) => warn!(
             room = %room_id,
-            error = %e,
+            error = %chain(&e),
             "cannot join a configured room; an invite to it will be accepted"
         ),
     }
 }
 
-/// `/sync` settings: long polling, only the event types the bot reads, no
-/// presence or typing notifications.
-fn sync_settings(token: SyncToken) -> SyncSettings {
+/// What `/sync` returns: only the event types the bot reads, at most
+/// [`TIMELINE_LIMIT`] per room, no presence or typing notifications.
+fn sync_filter() -> FilterDefinition {
     let mut filter = FilterDefinition::with_lazy_loading();
     filter.room.timeline.limit = Some(UInt::from(TIMELINE_LIMIT));
     filter.room.timeline.types = Some(TIMELINE_TYPES.map(String::from).to_vec());
     filter.room.ephemeral.not_types = vec!["*".to_owned()];
     filter.presence.not_types = vec!["*".to_owned()];
-    SyncSettings::new()
-        .timeout(SYNC_TIMEOUT)
-        .filter(Filter::FilterDefinition(filter))
-        .token(token)
+    filter
+}
+
+/// An error with its causes, e.g. "error sending request: client error
+/// (Connect): tcp connect error: Connection refused", for logs.
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut source = e.source();
+    while let Some(cause) = source {
+        let text = cause.to_string();
+        if !out.contains(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+        source = cause.source();
+    }
+    out
 }
 
 /// The text of a human's message (`m.text` or `m.emote`) without a reply

@@ -201,15 +201,15 @@ pub(crate) fn extract_builtin(text: &str, out: &mut BTreeMap<String, String>) {
             out.insert("card_last4".into(), v);
         }
     }
-    if !out.contains_key("currency") {
-        if let Some(c) = currency(text) {
-            out.insert("currency".into(), c.into());
-        }
+    if !out.contains_key("currency")
+        && let Some(c) = currency(text)
+    {
+        out.insert("currency".into(), c.into());
     }
-    if text.contains('@') {
-        if let Some(m) = EMAIL.find(text) {
-            out.insert("email".into(), m.as_str().to_string());
-        }
+    if text.contains('@')
+        && let Some(m) = EMAIL.find(text)
+    {
+        out.insert("email".into(), m.as_str().to_string());
     }
     if let Some(c) = country(text) {
         out.insert("country".into(), c);

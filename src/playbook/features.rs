@@ -125,6 +125,8 @@ pub(crate) struct Scratch {
     pub(crate) feats: Vec<Feature>,
     /// Bucket and origin of every n-gram, for explanations.
     pub(crate) origins: Vec<(u32, Origin)>,
+    /// Merges repeated n-grams.
+    pub(crate) dedup: Dedup,
 }
 
 thread_local! {
@@ -239,12 +241,85 @@ pub(crate) fn normalize_into(text: &str, chars: &mut Vec<char>) {
     chars.extend(text.chars().map(normalize));
 }
 
-/// Builds the sparse, L2-normalised n-gram vector of `chars` into `out`,
-/// replacing its contents.
-pub(crate) fn vectorize(chars: &[char], out: &mut Vec<Feature>) {
+/// Merges repeated buckets without sorting: a small open-addressing table
+/// from bucket to position in the output, cleared after each text by
+/// undoing only the slots it used.
+#[derive(Debug)]
+pub(crate) struct Dedup {
+    /// `bucket + 1` (0 = empty) and the feature's index in the output.
+    slots: Vec<(u32, u32)>,
+    /// Slots to clear after the current text.
+    used: Vec<usize>,
+}
+
+impl Default for Dedup {
+    fn default() -> Self {
+        Dedup {
+            slots: vec![(0, 0); DEDUP_SLOTS],
+            used: Vec::new(),
+        }
+    }
+}
+
+/// Table size; texts with more distinct n-grams than half of it are
+/// merged by sorting instead.
+const DEDUP_SLOTS: usize = 4096;
+
+impl Dedup {
+    /// Adds feature `(b, v)` to `out`, keeping the larger value of a
+    /// repeated bucket (presence, not counts: repetition is not evidence).
+    #[inline]
+    fn add(&mut self, out: &mut Vec<Feature>, b: u32, v: f32) {
+        if self.used.len() >= DEDUP_SLOTS / 2 {
+            out.push((b, v));
+            return;
+        }
+        let mask = DEDUP_SLOTS - 1;
+        let mut i = (b.wrapping_mul(0x9E37_79B9) >> 20) as usize & mask;
+        loop {
+            let (key, idx) = self.slots[i];
+            if key == 0 {
+                self.slots[i] = (b + 1, out.len() as u32);
+                self.used.push(i);
+                out.push((b, v));
+                return;
+            }
+            if key == b + 1 {
+                let f = &mut out[idx as usize];
+                f.1 = f.1.max(v);
+                return;
+            }
+            i = (i + 1) & mask;
+        }
+    }
+
+    /// Clears the table; merges by sorting if the table overflowed.
+    fn finish(&mut self, out: &mut Vec<Feature>) {
+        let overflowed = self.used.len() >= DEDUP_SLOTS / 2;
+        for &i in &self.used {
+            self.slots[i] = (0, 0);
+        }
+        self.used.clear();
+        if overflowed {
+            out.sort_unstable_by_key(|f| f.0);
+            out.dedup_by(|a, b| {
+                let same = a.0 == b.0;
+                if same {
+                    b.1 = b.1.max(a.1);
+                }
+                same
+            });
+        }
+        normalize_l2(out);
+    }
+}
+
+/// Builds the sparse, L2-normalised n-gram vector of `chars` into `out`
+/// (each bucket once), replacing its contents.
+pub(crate) fn vectorize(chars: &[char], out: &mut Vec<Feature>, dedup: &mut Dedup) {
     out.clear();
-    for_each_ngram(chars, |h, o| out.push((bucket(h), o.kind.weight())));
-    finish(out);
+    for_each_ngram(chars, |h, o| dedup.add(out, bucket(h), o.kind.weight()));
+    dedup.finish(out);
 }
 
 /// [`vectorize`] that also records every n-gram's origin (for explaining
@@ -253,21 +328,20 @@ pub(crate) fn vectorize_with_origins(
     chars: &[char],
     out: &mut Vec<Feature>,
     origins: &mut Vec<(u32, Origin)>,
+    dedup: &mut Dedup,
 ) {
     out.clear();
     origins.clear();
     for_each_ngram(chars, |h, o| {
         let b = bucket(h);
-        out.push((b, o.kind.weight()));
+        dedup.add(out, b, o.kind.weight());
         origins.push((b, o));
     });
-    finish(out);
+    dedup.finish(out);
 }
 
-/// Scales the vector to unit length. Repeated n-grams stay repeated (a
-/// term-frequency vector): merging them would need a sort per ticket, and
-/// the model treats a repeated bucket exactly like a larger value.
-fn finish(out: &mut [Feature]) {
+/// Scales the vector to unit length.
+fn normalize_l2(out: &mut [Feature]) {
     let norm = out.iter().map(|f| f.1 * f.1).sum::<f32>().sqrt();
     if norm > 0.0 {
         let inv = 1.0 / norm;
@@ -341,21 +415,26 @@ mod tests {
         let mut a = Vec::new();
         let mut b = Vec::new();
         let mut chars = Vec::new();
+        let mut d = Dedup::default();
         normalize_into("payment failed", &mut chars);
-        vectorize(&chars, &mut a);
+        vectorize(&chars, &mut a, &mut d);
         normalize_into("paymnet failed", &mut chars);
-        vectorize(&chars, &mut b);
+        vectorize(&chars, &mut b, &mut d);
         let shared = a.iter().filter(|x| b.iter().any(|y| y.0 == x.0)).count();
         assert!(shared * 2 > a.len(), "{shared} of {}", a.len());
     }
 
     #[test]
-    fn vector_is_unit_length() {
+    fn vector_is_unit_length_without_repeats() {
         let mut v = Vec::new();
         let mut chars = Vec::new();
         normalize_into("我的card被decline了 decline", &mut chars);
-        vectorize(&chars, &mut v);
+        vectorize(&chars, &mut v, &mut Dedup::default());
         let norm: f32 = v.iter().map(|f| f.1 * f.1).sum();
         assert!((norm - 1.0).abs() < 1e-4);
+        let mut buckets: Vec<u32> = v.iter().map(|f| f.0).collect();
+        buckets.sort();
+        buckets.dedup();
+        assert_eq!(buckets.len(), v.len(), "each bucket once");
     }
 }

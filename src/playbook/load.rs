@@ -495,12 +495,11 @@ fn parse_file(file: &Path, source: &str, errors: &mut Vec<PlaybookError>) -> Opt
             return None;
         }
     };
-    let parsed = if is_oos {
+    if is_oos {
         validate_out_of_scope(&cx, raw, errors).map(Parsed::OutOfScope)
     } else {
         validate(&cx, stem, raw, errors).map(|(pb, line)| Parsed::Playbook(Box::new(pb), line))
-    };
-    parsed
+    }
 }
 
 /// Reports every key that the schema does not know, recursively.

@@ -362,6 +362,12 @@ fn detects_language() {
     );
     assert_eq!(detect_lang("refund please"), Lang::En);
     assert_eq!(detect_lang("退款"), Lang::Zh);
+    assert_eq!(detect_lang("Topay转账失败了"), Lang::Zh);
+    assert_eq!(
+        detect_lang("Why is my account suspended? 订单号 TP2024000005，金额¥105.00"),
+        Lang::En
+    );
+    assert_eq!(detect_lang("12345"), Lang::Zh);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -45,6 +45,7 @@ pub const SCHEMA_VERSION: u32 = 1;
 const META_SCHEMA: &[u8] = b"mschema";
 const META_NEXT_CASE: &[u8] = b"mnext_case";
 const META_INSTANCE: &[u8] = b"minstance";
+const META_NEXT_OUTBOX: &[u8] = b"mnext_outbox";
 
 /// Errors from the store. Callers branch on `Transition`, `NotFound` and
 /// `Duplicate`; the rest are operational failures.
@@ -105,6 +106,10 @@ impl std::fmt::Debug for Store {
 
 struct Shared {
     db: sled::Db,
+    /// External ticket ids being opened right now (see `Store::claim`). A
+    /// `std::sync::Mutex`: held for a lookup and an insert, never during I/O
+    /// waits.
+    claims: Mutex<std::collections::HashSet<String>>,
     /// Serializes read-modify-write of cases. A `std::sync::Mutex` (not a
     /// Tokio one) because it is held only for an in-memory check plus one
     /// sled batch, never across an `.await` or a flush.
@@ -132,11 +137,16 @@ impl Store {
                 source,
             })?;
         migrate(&db)?;
+        let last_case = match db.scan_prefix(b"c").next_back() {
+            Some(kv) => decode_u64(&kv?.0[1..])?,
+            None => 0,
+        };
         let next_case = match db.get(META_NEXT_CASE)? {
             Some(v) => decode_u64(&v)?,
             None => 1,
-        };
-        let next_outbox = match db.get(b"mnext_outbox")? {
+        }
+        .max(last_case + 1);
+        let next_outbox = match db.get(META_NEXT_OUTBOX)? {
             Some(v) => decode_u64(&v)?,
             None => 1,
         };
@@ -158,6 +168,7 @@ impl Store {
                 commit: GroupCommit::new(db.clone()),
                 db,
                 write: Mutex::new(()),
+                claims: Mutex::new(std::collections::HashSet::new()),
                 next_case: AtomicU64::new(next_case),
                 next_outbox: AtomicU64::new(next_outbox),
                 instance,
@@ -188,38 +199,7 @@ impl Store {
         actor: &str,
         at: Timestamp,
     ) -> Result<Opened, StoreError> {
-        let new = redact_new(new);
-        let guard = self.shared.write.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(existing) = self.case_by_external(&new.external_id)? {
-            drop(guard);
-            return Ok(Opened {
-                case: existing,
-                created: false,
-            });
-        }
-        let id = CaseId(self.shared.next_case.load(Ordering::Relaxed));
-        let event = Event {
-            seq: 0,
-            at,
-            actor: actor.to_owned(),
-            kind: EventKind::Opened(new),
-            reason: None,
-        };
-        let case = Case::open(id, &event).map_err(StoreError::Corrupt)?;
-        let mut batch = sled::Batch::default();
-        batch.insert(META_NEXT_CASE, &(id.0 + 1).to_be_bytes());
-        batch.insert(ext_key(&case.external_id), &id.0.to_be_bytes());
-        write_case(&mut batch, None, &case)?;
-        batch.insert(event_key(id, 0), to_json(&event)?);
-        self.db().apply_batch(batch)?;
-        self.shared.next_case.store(id.0 + 1, Ordering::Relaxed);
-        let ticket = self.shared.commit.written();
-        drop(guard);
-        self.shared.commit.wait(ticket)?;
-        Ok(Opened {
-            case,
-            created: true,
-        })
+        self.open_case_with(new, actor, at, None, |_| (Vec::new(), Vec::new()))
     }
 
     /// Appends an event to a case's history after checking it against the
@@ -266,9 +246,10 @@ impl Store {
         then: impl FnOnce(&Case) -> (Vec<EventKind>, Vec<Outgoing>),
     ) -> Result<Opened, StoreError> {
         let new = redact_new(new);
-        let guard = self.shared.write.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(existing) = self.case_by_external(&new.external_id)? {
-            drop(guard);
+        let Some(claim) = self.claim(&new.external_id)? else {
+            let existing = self.case_by_external(&new.external_id)?.ok_or_else(|| {
+                StoreError::Corrupt(format!("ticket {} vanished", new.external_id))
+            })?;
             if let Some(key) = seen {
                 self.put_state(&seen_key(key), b"1")?;
             }
@@ -276,8 +257,8 @@ impl Store {
                 case: existing,
                 created: false,
             });
-        }
-        let id = CaseId(self.shared.next_case.load(Ordering::Relaxed));
+        };
+        let id = claim.id;
         let opened = Event {
             seq: 0,
             at,
@@ -301,22 +282,58 @@ impl Store {
             case.apply(&ev)?;
             batch.insert(event_key(id, ev.seq), to_json(&ev)?);
         }
-        batch.insert(META_NEXT_CASE, &(id.0 + 1).to_be_bytes());
         batch.insert(ext_key(&first.external_id), &id.0.to_be_bytes());
         write_case(&mut batch, None, &case)?;
         self.queue(&mut batch, outbox)?;
         if let Some(key) = seen {
             batch.insert(state_key(&seen_key(key)), b"1".as_slice());
         }
+        self.raise(META_NEXT_CASE, id.0 + 1)?;
         self.db().apply_batch(batch)?;
-        self.shared.next_case.store(id.0 + 1, Ordering::Relaxed);
         let ticket = self.shared.commit.written();
-        drop(guard);
+        drop(claim);
         self.shared.commit.wait(ticket)?;
         Ok(Opened {
             case,
             created: true,
         })
+    }
+
+    /// Reserves a case number for a new external ticket id, or `None` when a
+    /// case for it exists. Opening cases holds no global lock: a short lock
+    /// on the set of tickets being opened makes duplicates wait for the
+    /// first one's write instead, so concurrent tickets open in parallel.
+    fn claim(&self, external_id: &str) -> Result<Option<Claim<'_>>, StoreError> {
+        loop {
+            {
+                let mut claims = self.shared.claims.lock().unwrap_or_else(|e| e.into_inner());
+                if self.db().contains_key(ext_key(external_id))? {
+                    return Ok(None);
+                }
+                if !claims.contains(external_id) {
+                    claims.insert(external_id.to_owned());
+                    let id = CaseId(self.shared.next_case.fetch_add(1, Ordering::Relaxed));
+                    return Ok(Some(Claim {
+                        store: self,
+                        external_id: external_id.to_owned(),
+                        id,
+                    }));
+                }
+            }
+            // The same ticket is being opened by another request right now;
+            // its write lands within microseconds.
+            std::thread::sleep(std::time::Duration::from_micros(200));
+        }
+    }
+
+    /// Raises a counter in the meta keys to at least `value`. Counters only
+    /// grow, even when batches that raise them land out of order.
+    fn raise(&self, key: &[u8], value: u64) -> Result<(), StoreError> {
+        self.db().fetch_and_update(key, |old| {
+            let cur = old.and_then(|v| decode_u64(v).ok()).unwrap_or(0);
+            Some(cur.max(value).to_be_bytes().to_vec())
+        })?;
+        Ok(())
     }
 
     /// Appends events to one case and queues messages, atomically: if any
@@ -368,8 +385,9 @@ impl Store {
         if outbox.is_empty() {
             return Ok(());
         }
-        // Called with the write lock held, so numbers are handed out in the
-        // order batches are applied.
+        // Batches from concurrent writers may land out of number order; the
+        // dispatcher copes, and the persisted counter only grows, so a number
+        // (and the transaction id derived from it) is never reused.
         let n = outbox.len() as u64;
         let first = self.shared.next_outbox.fetch_add(n, Ordering::Relaxed);
         let now = Timestamp::now();
@@ -377,7 +395,7 @@ impl Store {
             msg.queued_at.get_or_insert(now);
             batch.insert(outbox_key(b'o', first + i as u64), to_json(&msg)?);
         }
-        batch.insert(b"mnext_outbox".as_slice(), &(first + n).to_be_bytes());
+        self.raise(META_NEXT_OUTBOX, first + n)?;
         Ok(())
     }
 
@@ -405,6 +423,23 @@ impl Store {
                 Ok((decode_u64(&k[1..])?, from_json(&v)?))
             })
             .collect()
+    }
+
+    /// Numbers of the messages waiting in the outbox, in order (no parsing).
+    pub fn outbox_seqs(&self) -> Result<Vec<u64>, StoreError> {
+        self.db()
+            .scan_prefix(b"o")
+            .keys()
+            .map(|k| decode_u64(&k?[1..]))
+            .collect()
+    }
+
+    /// One waiting outbox message.
+    pub fn outbox_message(&self, seq: u64) -> Result<Option<Outgoing>, StoreError> {
+        self.db()
+            .get(outbox_key(b'o', seq))?
+            .map(|v| from_json(&v))
+            .transpose()
     }
 
     /// Transaction id for delivering outbox message `seq`: stable across
@@ -665,9 +700,9 @@ impl Store {
             }
             next = next.max(id.0 + 1);
         }
-        batch.insert(META_NEXT_CASE, &next.to_be_bytes());
+        self.raise(META_NEXT_CASE, next)?;
         self.db().apply_batch(batch)?;
-        self.shared.next_case.store(next, Ordering::Relaxed);
+        self.shared.next_case.fetch_max(next, Ordering::Relaxed);
         self.shared.commit.wait(self.shared.commit.written())?;
         Ok(n)
     }
@@ -676,6 +711,25 @@ impl Store {
     pub fn flush(&self) -> Result<(), StoreError> {
         self.db().flush()?;
         Ok(())
+    }
+}
+
+/// A reserved case number; releases the reservation when dropped.
+struct Claim<'a> {
+    store: &'a Store,
+    external_id: String,
+    id: CaseId,
+}
+
+impl Drop for Claim<'_> {
+    fn drop(&mut self) {
+        let mut claims = self
+            .store
+            .shared
+            .claims
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        claims.remove(&self.external_id);
     }
 }
 

@@ -3,6 +3,9 @@
 mod bot;
 mod config;
 mod http;
+#[cfg(feature = "matrix")]
+mod matrix_adapter;
 mod outbox;
+mod sla;
 mod store;
 mod util;

@@ -14,7 +14,9 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 fn queue(store: &Store, msgs: Vec<Outgoing>) {
-    store.commit(None, "test", Timestamp::now(), vec![], msgs, None).unwrap();
+    store
+        .commit(None, "test", Timestamp::now(), vec![], msgs, None)
+        .unwrap();
 }
 
 async fn drain(store: &Store) {
@@ -43,7 +45,9 @@ async fn rate_limits_hold_up_only_their_room_and_keep_order() {
     let fake = Arc::new(FakePlatform::new());
     fake.rate_limit_next("busy", 2, Duration::from_millis(400));
     fake.fail_next("busy", 1, SendError::Transient("connection reset".into()));
-    let mut msgs: Vec<Outgoing> = (0..5).map(|i| Outgoing::new("busy", format!("busy {i}"))).collect();
+    let mut msgs: Vec<Outgoing> = (0..5)
+        .map(|i| Outgoing::new("busy", format!("busy {i}")))
+        .collect();
     msgs.push(Outgoing::new("alerts", "page on-call"));
     queue(&store, msgs);
     let started = Instant::now();
@@ -53,14 +57,33 @@ async fn rate_limits_hold_up_only_their_room_and_keep_order() {
         if fake.sent().iter().any(|m| m.room == "alerts") {
             break;
         }
-        assert!(started.elapsed() < Duration::from_millis(300), "alert held up by another room's rate limit");
+        assert!(
+            started.elapsed() < Duration::from_millis(300),
+            "alert held up by another room's rate limit"
+        );
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     drain(&store).await;
-    assert!(started.elapsed() >= Duration::from_millis(800), "Retry-After was not honoured");
-    let busy: Vec<String> = fake.sent().into_iter().filter(|m| m.room == "busy").map(|m| m.text).collect();
-    assert_eq!(busy, (0..5).map(|i| format!("busy {i}")).collect::<Vec<_>>(), "nothing lost, order kept");
-    let refused = fake.attempts().iter().filter(|(_, _, refused)| *refused).count();
+    assert!(
+        started.elapsed() >= Duration::from_millis(800),
+        "Retry-After was not honoured"
+    );
+    let busy: Vec<String> = fake
+        .sent()
+        .into_iter()
+        .filter(|m| m.room == "busy")
+        .map(|m| m.text)
+        .collect();
+    assert_eq!(
+        busy,
+        (0..5).map(|i| format!("busy {i}")).collect::<Vec<_>>(),
+        "nothing lost, order kept"
+    );
+    let refused = fake
+        .attempts()
+        .iter()
+        .filter(|(_, _, refused)| *refused)
+        .count();
     assert_eq!(refused, 3);
     token.cancel();
     tracker.close();
@@ -73,7 +96,13 @@ async fn a_message_sent_before_a_crash_is_not_posted_twice() {
     let fake = Arc::new(FakePlatform::new());
     {
         let store = Store::open(dir.path()).unwrap();
-        queue(&store, vec![Outgoing::new("team", "root of C-1").record_as("root:C-1"), Outgoing::new("team", "second")]);
+        queue(
+            &store,
+            vec![
+                Outgoing::new("team", "root of C-1").record_as("root:C-1"),
+                Outgoing::new("team", "second"),
+            ],
+        );
         // The sender delivered the first message, then the process died
         // before recording it: the platform has it, the outbox still does too.
         let (seq, msg) = store.pending_outbox().unwrap().remove(0);
@@ -86,7 +115,11 @@ async fn a_message_sent_before_a_crash_is_not_posted_twice() {
     drain(&store).await;
     let texts: Vec<String> = fake.sent().into_iter().map(|m| m.text).collect();
     assert_eq!(texts, ["root of C-1", "second"]);
-    assert_eq!(fake.attempts().len(), 3, "the first message was retried once");
+    assert_eq!(
+        fake.attempts().len(),
+        3,
+        "the first message was retried once"
+    );
     assert_eq!(store.posted("root:C-1").unwrap().as_deref(), Some("$fake1"));
     token.cancel();
     tracker.close();
@@ -98,8 +131,18 @@ async fn undeliverable_messages_are_set_aside() {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(dir.path()).unwrap();
     let fake = Arc::new(FakePlatform::new());
-    fake.fail_next("gone", 1, SendError::Permanent("M_FORBIDDEN: not in room".into()));
-    queue(&store, vec![Outgoing::new("gone", "lost cause"), Outgoing::new("gone", "next one")]);
+    fake.fail_next(
+        "gone",
+        1,
+        SendError::Permanent("M_FORBIDDEN: not in room".into()),
+    );
+    queue(
+        &store,
+        vec![
+            Outgoing::new("gone", "lost cause"),
+            Outgoing::new("gone", "next one"),
+        ],
+    );
     let (token, tracker) = start(&store, fake.clone());
     drain(&store).await;
     let texts: Vec<String> = fake.sent().into_iter().map(|m| m.text).collect();

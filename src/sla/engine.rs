@@ -1,0 +1,899 @@
+//! The SLA engine: a timer per case, the task that fires them, and what
+//! firing writes.
+//!
+//! Every case with something ahead (a warning, a breach, an escalation
+//! step, a reminder) has exactly one entry in an ordered timer set, keyed by
+//! the earliest of those instants. One task sleeps until the first entry is
+//! due (on the injected [`Clock`]) — no polling — and then *fires* the case:
+//! it re-reads the case's history, [`plan`]s what is due, and writes the
+//! `sla` events and the messages that announce them in one atomic store
+//! commit. Because what fired is in the history, the next plan no longer
+//! contains it: nothing fires twice, before or after a restart, and a
+//! deadline that passed while the bot was down is due at start and fires
+//! once, right away.
+//!
+//! After any change to a case the bot calls [`Sla::touch`], which re-plans
+//! that case and moves its timer. Read-plan-commit for one case is
+//! serialized by a striped lock, so a touch, an `ack` and a firing timer
+//! never act on the same stale history.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use anyhow::Context as _;
+use jiff::{SignedDuration, Timestamp};
+use serde::{Deserialize, Serialize};
+use tokio::sync::{Notify, Semaphore};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use super::clock::Clock;
+use super::plan::{Action, Plan, Risk, Settings, TargetSla, plan};
+use super::render::{self, MetTable, Paged};
+use super::timeline::{AlertId, End, Target, Timeline};
+use crate::case::{Case, CaseId, EventKind};
+use crate::config::PageTarget;
+use crate::message::{Outgoing, ThreadRef, root_key};
+use crate::outbox::Outbox;
+use crate::store::{CaseFilter, Store};
+
+/// How many cases fire at once. Each firing waits for a disk flush; running
+/// several lets the store's group commit share flushes between them.
+const FIRE_CONCURRENCY: usize = 32;
+/// Number of per-case locks (cases share a stripe by number).
+const STRIPES: usize = 256;
+/// Store state key of the alert book.
+const BOOK_KEY: &str = "sla:alerts";
+/// When writing a firing fails (disk trouble), try again after this.
+const RETRY: SignedDuration = SignedDuration::from_secs(5);
+
+/// The SLA engine. Cheap to clone; clones share state.
+#[derive(Clone)]
+pub struct Sla {
+    shared: Arc<Shared>,
+}
+
+impl std::fmt::Debug for Sla {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Sla").finish_non_exhaustive()
+    }
+}
+
+struct Shared {
+    settings: Settings,
+    store: Store,
+    outbox: Outbox,
+    clock: Clock,
+    /// Timers and per-case summaries. A `std::sync::Mutex`: it guards
+    /// in-memory maps only and is never held across I/O or an `.await`.
+    state: Mutex<State>,
+    /// Serializes read-plan-commit per case, so a firing timer, a touch and
+    /// an `ack` never act on the same stale history. Striped to bound memory;
+    /// held across a store commit, which is why these are not the `state` lock.
+    stripes: Box<[Mutex<()>]>,
+    /// Alert numbering and the open-alert list, persisted in the store.
+    /// Held while that is written, which is rare (alert opened or closed).
+    book: Mutex<AlertBook>,
+    /// Wakes the scheduler when a timer was added or moved.
+    wake: Notify,
+    /// Signalled whenever a firing finishes (for [`Sla::idle`]).
+    progress: Notify,
+}
+
+#[derive(Default)]
+struct State {
+    cases: HashMap<CaseId, CaseSla>,
+    /// One entry per case with something ahead: (when, case).
+    timers: BTreeSet<(Timestamp, CaseId)>,
+    /// Open alerts and their cases.
+    alerts: BTreeMap<AlertId, CaseId>,
+    /// Firings dispatched and not finished.
+    in_flight: usize,
+    /// Whether the start-up load finished.
+    loaded: bool,
+}
+
+/// What the engine keeps in memory per case.
+#[derive(Debug, Clone)]
+struct CaseSla {
+    next: Option<Timestamp>,
+    targets: Box<[TargetSla]>,
+}
+
+/// Alert numbers and which are open, kept in store state. The next number
+/// is written before an alert is opened (so a crash can skip a number but
+/// never reuse one); an alert is added to `open` before its opening is
+/// committed and removed after its closing is, so after a crash `open` may
+/// list too many (dropped at start) but never misses one — that is how
+/// start-up finds alerts of cases resolved while the bot was down.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+struct AlertBook {
+    next: u64,
+    /// Alert number -> case number.
+    open: BTreeMap<u64, u64>,
+}
+
+/// What `ack` and `snooze` ask of an alert.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AlertCommand {
+    Ack,
+    Snooze(SignedDuration),
+}
+
+/// Which rows `sla` shows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReportFilter {
+    All,
+    AtRisk,
+    Breached,
+}
+
+/// Effects of firing one case: events for its history, messages, and the
+/// alerts it opens and closes.
+#[derive(Default)]
+struct Effects {
+    events: Vec<(EventKind, Option<String>)>,
+    out: Vec<Outgoing>,
+    opened: Vec<AlertId>,
+    closed: Vec<AlertId>,
+}
+
+impl Sla {
+    pub fn new(settings: Settings, store: Store, outbox: Outbox, clock: Clock) -> Sla {
+        Sla {
+            shared: Arc::new(Shared {
+                settings,
+                store,
+                outbox,
+                clock,
+                state: Mutex::new(State::default()),
+                stripes: (0..STRIPES).map(|_| Mutex::new(())).collect(),
+                book: Mutex::new(AlertBook::default()),
+                wake: Notify::new(),
+                progress: Notify::new(),
+            }),
+        }
+    }
+
+    pub fn clock(&self) -> &Clock {
+        &self.shared.clock
+    }
+
+    pub fn settings(&self) -> &Settings {
+        &self.shared.settings
+    }
+
+    fn state(&self) -> MutexGuard<'_, State> {
+        self.shared.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn stripe(&self, id: CaseId) -> MutexGuard<'_, ()> {
+        self.shared.stripes[(id.0 as usize) % STRIPES]
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Re-plans a case after it changed. Never fails: a problem is logged,
+    /// and the next change or restart plans the case again.
+    pub fn touch(&self, id: CaseId) {
+        let _g = self.stripe(id);
+        if let Err(e) = self.refresh(id) {
+            tracing::warn!(case = %id, "SLA re-plan failed: {e:#}");
+        }
+    }
+
+    /// Reads, plans and installs one case; the caller holds its stripe.
+    fn refresh(&self, id: CaseId) -> anyhow::Result<Option<Timeline>> {
+        let events = self.shared.store.events(id)?;
+        if events.is_empty() {
+            self.install(id, &Plan::default());
+            return Ok(None);
+        }
+        let tl = Timeline::build(id, &events).map_err(anyhow::Error::msg)?;
+        let p = plan(&tl, &self.shared.settings, self.shared.clock.now());
+        self.install(id, &p);
+        Ok(Some(tl))
+    }
+
+    /// Replaces a case's timer and summary.
+    fn install(&self, id: CaseId, p: &Plan) {
+        let mut st = self.state();
+        let earlier = {
+            if let Some(old) = st.cases.remove(&id) {
+                if let Some(t) = old.next {
+                    st.timers.remove(&(t, id));
+                }
+                for (a, _) in old.targets.iter().filter_map(|t| t.alert) {
+                    st.alerts.remove(&a);
+                }
+            }
+            if p.next.is_none() && p.targets.is_empty() {
+                return;
+            }
+            for (a, _) in p.targets.iter().filter_map(|t| t.alert) {
+                st.alerts.insert(a, id);
+            }
+            let first = st.timers.first().map(|(t, _)| *t);
+            if let Some(t) = p.next {
+                st.timers.insert((t, id));
+            }
+            st.cases.insert(
+                id,
+                CaseSla {
+                    next: p.next,
+                    targets: p.targets.clone().into_boxed_slice(),
+                },
+            );
+            p.next.is_some_and(|t| first.is_none_or(|f| t < f))
+        };
+        drop(st);
+        if earlier {
+            self.shared.wake.notify_one();
+        }
+    }
+
+    /// Loads every open case (and every case with an open alert) and plans
+    /// it. Deadlines that passed meanwhile are due at once.
+    pub fn load(&self) -> anyhow::Result<usize> {
+        let store = &self.shared.store;
+        let mut book: AlertBook = match store.get_state(BOOK_KEY)? {
+            Some(v) => serde_json::from_slice(&v).context("reading the SLA alert book")?,
+            None => AlertBook::default(),
+        };
+        let mut ids: BTreeSet<CaseId> = store
+            .cases(&CaseFilter {
+                open_only: true,
+                ..Default::default()
+            })?
+            .into_iter()
+            .map(|c| c.id)
+            .collect();
+        ids.extend(book.open.values().map(|n| CaseId(*n)));
+        let mut max_alert = 0;
+        for id in &ids {
+            let _g = self.stripe(*id);
+            match self.refresh(*id) {
+                Ok(Some(tl)) => {
+                    max_alert = tl.alerts().map(|(_, a)| a.id.0).fold(max_alert, u64::max);
+                }
+                Ok(None) => {}
+                Err(e) => tracing::warn!(case = %id, "SLA: cannot plan: {e:#}"),
+            }
+        }
+        book.next = book.next.max(max_alert + 1);
+        book.open = self
+            .state()
+            .alerts
+            .iter()
+            .map(|(a, c)| (a.0, c.0))
+            .collect();
+        self.save_book(&book)?;
+        *self.shared.book.lock().unwrap_or_else(|e| e.into_inner()) = book;
+        let mut st = self.state();
+        st.loaded = true;
+        let n = st.cases.len();
+        drop(st);
+        self.shared.wake.notify_one();
+        self.shared.progress.notify_waiters();
+        Ok(n)
+    }
+
+    fn save_book(&self, book: &AlertBook) -> anyhow::Result<()> {
+        self.shared
+            .store
+            .put_state(BOOK_KEY, &serde_json::to_vec(book)?)?;
+        Ok(())
+    }
+
+    /// Starts the scheduler: loads the cases, then fires timers as they
+    /// fall due until `shutdown`.
+    pub fn spawn(&self, shutdown: CancellationToken, tracker: &TaskTracker) {
+        let sla = self.clone();
+        let tracker2 = tracker.clone();
+        tracker.spawn(async move {
+            let s = sla.clone();
+            let started = std::time::Instant::now();
+            match tokio::task::spawn_blocking(move || s.load()).await {
+                Ok(Ok(n)) => {
+                    tracing::info!(cases = n, took = ?started.elapsed(), "SLA timers loaded")
+                }
+                Ok(Err(e)) => tracing::error!("SLA timers could not be loaded: {e:#}"),
+                Err(e) => tracing::error!("SLA load panicked: {e}"),
+            }
+            {
+                // Even after a failed load, keep serving what touches add.
+                sla.state().loaded = true;
+            }
+            sla.run(shutdown, tracker2).await;
+        });
+    }
+
+    async fn run(&self, shutdown: CancellationToken, tracker: TaskTracker) {
+        let permits = Arc::new(Semaphore::new(FIRE_CONCURRENCY));
+        loop {
+            let now = self.shared.clock.now();
+            let due = self.take_due(now);
+            for id in due {
+                let permit = tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    p = permits.clone().acquire_owned() => p.expect("semaphore is never closed"),
+                };
+                let sla = self.clone();
+                tracker.spawn_blocking(move || {
+                    sla.fire(id);
+                    drop(permit);
+                    sla.state().in_flight -= 1;
+                    sla.shared.progress.notify_waiters();
+                });
+            }
+            let next = self.state().timers.first().map(|(t, _)| *t);
+            let clock = self.shared.clock.clone();
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = self.shared.wake.notified() => {}
+                _ = async move {
+                    match next {
+                        Some(t) => clock.sleep_until(t).await,
+                        None => std::future::pending().await,
+                    }
+                } => {}
+            }
+        }
+    }
+
+    /// Removes the timers due by `now` and counts them in flight.
+    fn take_due(&self, now: Timestamp) -> Vec<CaseId> {
+        let mut st = self.state();
+        let mut due = Vec::new();
+        while let Some(&(t, id)) = st.timers.first() {
+            if t > now {
+                break;
+            }
+            st.timers.pop_first();
+            if let Some(c) = st.cases.get_mut(&id) {
+                c.next = None;
+            }
+            due.push(id);
+        }
+        st.in_flight += due.len();
+        due
+    }
+
+    /// Waits until the engine has loaded, nothing is firing and no timer is
+    /// due on its clock. Tests call this after moving a manual clock.
+    pub async fn idle(&self) {
+        loop {
+            let notified = self.shared.progress.notified();
+            {
+                let now = self.shared.clock.now();
+                let st = self.state();
+                if st.loaded && st.in_flight == 0 && st.timers.first().is_none_or(|(t, _)| *t > now)
+                {
+                    return;
+                }
+            }
+            tokio::select! {
+                _ = notified => {}
+                _ = tokio::time::sleep(Duration::from_millis(10)) => {}
+            }
+        }
+    }
+
+    /// Fires one case: writes what is due and re-plans it.
+    fn fire(&self, id: CaseId) {
+        let _g = self.stripe(id);
+        if let Err(e) = self.fire_locked(id) {
+            tracing::error!(case = %id, "SLA: firing failed, retrying in {RETRY}: {e:#}");
+            let at = self.shared.clock.now() + RETRY;
+            let mut st = self.state();
+            if let Some(c) = st.cases.get_mut(&id) {
+                if let Some(old) = c.next.replace(at) {
+                    st.timers.remove(&(old, id));
+                }
+                st.timers.insert((at, id));
+            }
+        }
+    }
+
+    fn fire_locked(&self, id: CaseId) -> anyhow::Result<()> {
+        let now = self.shared.clock.now();
+        let events = self.shared.store.events(id)?;
+        if events.is_empty() {
+            self.install(id, &Plan::default());
+            return Ok(());
+        }
+        let tl = Timeline::build(id, &events).map_err(anyhow::Error::msg)?;
+        let p = plan(&tl, &self.shared.settings, now);
+        if p.actions.is_empty() {
+            self.install(id, &p);
+            return Ok(());
+        }
+        let fx = self.effects(&tl, &p.actions, now)?;
+        tracing::info!(case = %id, actions = ?p.actions, "SLA fired");
+        self.shared
+            .store
+            .commit(Some(id), "bot", now, fx.events, fx.out, None)?;
+        self.shared.outbox.wake();
+        if !fx.closed.is_empty() {
+            let mut book = self.shared.book.lock().unwrap_or_else(|e| e.into_inner());
+            for a in &fx.closed {
+                book.open.remove(&a.0);
+            }
+            self.save_book(&book)?;
+        }
+        self.refresh(id)?;
+        Ok(())
+    }
+
+    /// Numbers a new alert and records it as open, durably, before the
+    /// commit that opens it.
+    fn open_alert(&self, case: CaseId) -> anyhow::Result<AlertId> {
+        let mut book = self.shared.book.lock().unwrap_or_else(|e| e.into_inner());
+        let id = AlertId(book.next.max(1));
+        book.next = id.0 + 1;
+        book.open.insert(id.0, case.0);
+        self.save_book(&book)?;
+        Ok(id)
+    }
+
+    /// Turns due actions into history events and messages.
+    fn effects(
+        &self,
+        tl: &Timeline,
+        actions: &[Action],
+        now: Timestamp,
+    ) -> anyhow::Result<Effects> {
+        let s = &self.shared.settings;
+        let tz = s.display_tz();
+        let case = &tl.case;
+        let policy = s.policy(case.priority);
+        let esc = policy.and_then(|p| p.escalation);
+        let steps = esc.map_or(0, |e| e.steps.len());
+        let thread = || {
+            Outgoing::new(s.team_room.clone(), String::new())
+                .in_thread(Some(ThreadRef::Key(root_key(case.id))))
+                .about(case.id, "sla")
+                .mention(case.assignee.clone())
+        };
+        let oncall = |text: String, paged: Option<&Paged>| {
+            let mut m = Outgoing::new(s.oncall_room.clone(), text).about(case.id, "alert");
+            if let Some(p) = paged {
+                m = m.mention(p.mentions.clone());
+            }
+            m
+        };
+        let ev = |target: Target, what: String, reason: Option<String>| {
+            (
+                EventKind::Sla {
+                    target: target.as_str().to_owned(),
+                    what,
+                },
+                reason,
+            )
+        };
+        let mut fx = Effects::default();
+        for action in actions {
+            match action {
+                Action::Warn { run, label, due } => {
+                    let target = tl.runs[*run].target;
+                    fx.events.push(ev(
+                        target,
+                        format!("warning {label}"),
+                        Some(format!("due {due}")),
+                    ));
+                    let mut m = thread();
+                    m.text = render::warning(case, target, label, *due, now, &tz);
+                    fx.out.push(m);
+                }
+                Action::Breach { run, due } => {
+                    let target = tl.runs[*run].target;
+                    let alert = self.open_alert(case.id)?;
+                    fx.opened.push(alert);
+                    fx.events
+                        .push(ev(target, "breached".into(), Some(format!("due {due}"))));
+                    fx.events
+                        .push(ev(target, format!("alert {alert} opened"), None));
+                    let mut note = thread();
+                    note.text = render::breach_note(case, target, *due, alert, &tz);
+                    fx.out.push(note);
+                    let first = esc.and_then(|e| e.steps.first());
+                    let (paged, later) = match first {
+                        Some(step) if step.delay <= SignedDuration::ZERO => {
+                            let p = self.page_target(&step.target, now);
+                            fx.events.push(ev(
+                                target,
+                                format!("alert {alert} paged step 1 round 1"),
+                                Some(format!("paged {}", p.who)),
+                            ));
+                            (Some(p), None)
+                        }
+                        Some(step) => (None, Some(step.delay)),
+                        None => (None, None),
+                    };
+                    let about = render::About {
+                        case,
+                        target,
+                        alert,
+                    };
+                    let first = paged.as_ref().map(|p| (p, steps));
+                    let text = render::alert(about, *due, now, first, later, &tz);
+                    fx.out
+                        .extend(self.page_messages(oncall(text, paged.as_ref()), paged.as_ref()));
+                }
+                Action::Page {
+                    run,
+                    alert,
+                    step,
+                    round,
+                } => {
+                    let r = &tl.runs[*run];
+                    let Some(st) = esc.and_then(|e| e.steps.get(*step as usize - 1)) else {
+                        continue;
+                    };
+                    let p = self.page_target(&st.target, now);
+                    fx.events.push(ev(
+                        r.target,
+                        format!("alert {alert} paged step {step} round {round}"),
+                        Some(format!("paged {}", p.who)),
+                    ));
+                    let since = r
+                        .breached
+                        .map_or(SignedDuration::ZERO, |b| now.duration_since(b));
+                    let about = render::About {
+                        case,
+                        target: r.target,
+                        alert: *alert,
+                    };
+                    let text = render::page(about, &p, (*step, steps, *round), since);
+                    fx.out
+                        .extend(self.page_messages(oncall(text, Some(&p)), Some(&p)));
+                }
+                Action::Remind { run, alert } => {
+                    let r = &tl.runs[*run];
+                    let Some((acker, _)) = r.alert.as_ref().and_then(|a| a.acked.clone()) else {
+                        continue;
+                    };
+                    fx.events
+                        .push(ev(r.target, format!("alert {alert} reminder"), None));
+                    let over = policy
+                        .and_then(|p| p.target(r.target).and_then(|d| r.instant_at(p.counting, d)))
+                        .map_or(SignedDuration::ZERO, |due| now.duration_since(due));
+                    let text = render::reminder(case, r.target, *alert, &acker, over);
+                    fx.out.push(oncall(text, None).mention([acker]));
+                }
+                Action::Close { run, alert, why } => {
+                    let target = tl.runs[*run].target;
+                    fx.closed.push(*alert);
+                    fx.events.push(ev(
+                        target,
+                        format!("alert {alert} closed"),
+                        Some(why.clone()),
+                    ));
+                    fx.out.push(oncall(render::closed(*alert, why), None));
+                }
+            }
+        }
+        Ok(fx)
+    }
+
+    /// The alert/page message, plus a copy in the target's own room when a
+    /// step pages a room other than the on-call room.
+    fn page_messages(&self, msg: Outgoing, paged: Option<&Paged>) -> Vec<Outgoing> {
+        let mut out = vec![msg.clone()];
+        if let Some(p) = paged
+            && p.room != msg.room
+        {
+            let mut copy = msg;
+            copy.room = p.room.clone();
+            out.push(copy);
+        }
+        out
+    }
+
+    /// Resolves whom a step pages, now.
+    fn page_target(&self, target: &PageTarget, now: Timestamp) -> Paged {
+        let s = &self.shared.settings;
+        let room = s.oncall_room.clone();
+        match target {
+            PageTarget::User(u) => Paged {
+                room,
+                mentions: vec![u.clone()],
+                who: u.clone(),
+            },
+            PageTarget::Rotation(r) => {
+                match s
+                    .oncall
+                    .rotations
+                    .get(r)
+                    .and_then(|rot| rot.on_call_at(now))
+                {
+                    Some(u) => Paged {
+                        room,
+                        mentions: vec![u.to_owned()],
+                        who: format!("{u} (on call for {r})"),
+                    },
+                    None => Paged {
+                        room,
+                        mentions: vec![],
+                        who: format!("nobody: rotation {r} has nobody on call right now"),
+                    },
+                }
+            }
+            PageTarget::Room(None) => Paged {
+                room,
+                mentions: vec![],
+                who: "@room — everyone here".into(),
+            },
+            PageTarget::Room(Some(other)) => Paged {
+                room: other.clone(),
+                mentions: vec![],
+                who: format!("@room in {other}"),
+            },
+        }
+    }
+
+    /// `ack` and `snooze`: records the command on the alert's case, with
+    /// `reply` (built from the reply text) and `seen` in the same commit.
+    /// Returns a refusal text when the alert cannot take it.
+    pub fn alert_command(
+        &self,
+        alert: AlertId,
+        actor: &str,
+        cmd: AlertCommand,
+        seen: &str,
+        reply: impl FnOnce(String) -> Outgoing,
+    ) -> anyhow::Result<Result<(), String>> {
+        let Some(case) = self.state().alerts.get(&alert).copied() else {
+            return Ok(Err(format!(
+                "No open alert {alert}. `!oncall` lists the open ones."
+            )));
+        };
+        let _g = self.stripe(case);
+        let events = self.shared.store.events(case)?;
+        let tl = Timeline::build(case, &events).map_err(anyhow::Error::msg)?;
+        let Some((run, log)) = tl.alert(alert) else {
+            return Ok(Err(format!("No open alert {alert}.")));
+        };
+        if !log.is_open() {
+            return Ok(Err(format!("{alert} is already closed.")));
+        }
+        let now = self.shared.clock.now();
+        let tz = self.shared.settings.display_tz();
+        let esc = self
+            .shared
+            .settings
+            .policy(tl.case.priority)
+            .and_then(|p| p.escalation);
+        let (what, text, note) = match cmd {
+            AlertCommand::Ack => {
+                if let Some((who, at)) = &log.acked {
+                    return Ok(Err(format!(
+                        "{alert} was already acknowledged by {who} at {}.",
+                        render::when(*at, &tz)
+                    )));
+                }
+                let remind = esc
+                    .and_then(|e| e.remind_every)
+                    .map(|d| {
+                        format!(
+                            " I'll remind {actor} every {} while it stays breached.",
+                            crate::view::human(d)
+                        )
+                    })
+                    .unwrap_or_default();
+                (
+                    format!("alert {alert} acknowledged"),
+                    format!(
+                        "✅ **{alert}** acknowledged by {actor}: escalation stopped for **{}** ({}).{remind} It closes when the case is no longer breached.",
+                        tl.case.id, run.target
+                    ),
+                    format!("👀 {actor} acknowledged **{alert}** ({}).", run.target),
+                )
+            }
+            AlertCommand::Snooze(d) => {
+                let until = now.checked_add(d)?;
+                (
+                    format!("alert {alert} snoozed until {until}"),
+                    format!(
+                        "😴 **{alert}** snoozed until {} ({}): no pages or reminders until then.",
+                        render::when(until, &tz),
+                        crate::view::human(d)
+                    ),
+                    format!(
+                        "😴 {actor} snoozed **{alert}** until {}.",
+                        render::when(until, &tz)
+                    ),
+                )
+            }
+        };
+        let thread = Outgoing::new(self.shared.settings.team_room.clone(), note)
+            .in_thread(Some(ThreadRef::Key(root_key(case))))
+            .about(case, "sla");
+        self.shared.store.commit(
+            Some(case),
+            actor,
+            now,
+            vec![(
+                EventKind::Sla {
+                    target: run.target.as_str().to_owned(),
+                    what,
+                },
+                None,
+            )],
+            vec![reply(text), thread],
+            Some(seen),
+        )?;
+        self.shared.outbox.wake();
+        self.refresh(case)?;
+        Ok(Ok(()))
+    }
+
+    /// Every tracked target at risk or breached now, most urgent first.
+    fn rows(&self, now: Timestamp) -> Vec<(CaseId, TargetSla, Risk)> {
+        let st = self.state();
+        let mut rows: Vec<(CaseId, TargetSla, Risk)> = st
+            .cases
+            .iter()
+            .flat_map(|(id, c)| c.targets.iter().map(move |t| (*id, t)))
+            .filter(|(_, t)| t.due.is_some() || t.paused_left.is_some())
+            .map(|(id, t)| (id, t.clone(), t.risk(now)))
+            .filter(|(_, _, r)| *r != Risk::Ok)
+            .collect();
+        drop(st);
+        rows.sort_by_key(|(id, t, r)| {
+            (std::cmp::Reverse(*r), t.due.unwrap_or(Timestamp::MAX), *id)
+        });
+        rows
+    }
+
+    /// The highest risk of each case that has one, for `queue`.
+    pub fn risks(&self) -> HashMap<CaseId, Risk> {
+        let now = self.shared.clock.now();
+        let mut out: HashMap<CaseId, Risk> = HashMap::new();
+        for (id, _, r) in self.rows(now) {
+            let e = out.entry(id).or_insert(r);
+            *e = (*e).max(r);
+        }
+        out
+    }
+
+    /// The lead's `sla` report.
+    pub fn report(&self, filter: ReportFilter) -> anyhow::Result<String> {
+        let now = self.shared.clock.now();
+        let rows = self.rows(now);
+        let mut cases = BTreeMap::new();
+        for (id, _, _) in rows.iter().take(60) {
+            if let Some(c) = self.shared.store.case(*id)? {
+                cases.insert(*id, c);
+            }
+        }
+        let show = match filter {
+            ReportFilter::All => (true, true),
+            ReportFilter::AtRisk => (false, true),
+            ReportFilter::Breached => (true, false),
+        };
+        Ok(render::report(
+            &rows,
+            &cases,
+            show,
+            now,
+            &self.shared.settings.display_tz(),
+        ))
+    }
+
+    /// `oncall`: who is on call now and next per rotation, and open alerts.
+    pub fn oncall_report(&self) -> String {
+        use std::fmt::Write as _;
+        let now = self.shared.clock.now();
+        let s = &self.shared.settings;
+        let mut out = format!("📟 **On call** — {}\n", render::when(now, &s.display_tz()));
+        if s.oncall.rotations.is_empty() {
+            out.push_str("No rotations configured ([oncall.rotations] in the config).\n");
+        }
+        for (name, r) in &s.oncall.rotations {
+            let tz = &r.timezone;
+            let who = r.on_call_at(now).unwrap_or("nobody");
+            let next = match r.next(now) {
+                Some(h) => format!(
+                    "next {} from {}",
+                    h.user.as_deref().unwrap_or("nobody"),
+                    render::when(h.at, tz)
+                ),
+                None => "no handoff ahead".into(),
+            };
+            let _ = writeln!(out, "- **{name}**: {who} now · {next}");
+        }
+        let st = self.state();
+        let open: Vec<String> = st
+            .alerts
+            .iter()
+            .map(|(a, c)| {
+                let acked = st
+                    .cases
+                    .get(c)
+                    .and_then(|cs| {
+                        cs.targets
+                            .iter()
+                            .find(|t| t.alert.is_some_and(|(x, _)| x == *a))
+                    })
+                    .and_then(|t| t.alert)
+                    .is_some_and(|(_, acked)| acked);
+                let target = st
+                    .cases
+                    .get(c)
+                    .and_then(|cs| {
+                        cs.targets
+                            .iter()
+                            .find(|t| t.alert.is_some_and(|(x, _)| x == *a))
+                    })
+                    .map_or("?", |t| t.target.label());
+                format!(
+                    "**{a}** {c} {target} ({})",
+                    if acked {
+                        "acknowledged"
+                    } else {
+                        "not acknowledged"
+                    }
+                )
+            })
+            .collect();
+        if open.is_empty() {
+            out.push_str("Open alerts: none");
+        } else {
+            let _ = write!(out, "Open alerts: {}", open.join(" · "));
+        }
+        out
+    }
+
+    /// SLA met per target and priority over `cases` (for `stats`): a target
+    /// counts once it was met or missed; targets still running, and ones
+    /// stopped by a resolution before they were due, do not count.
+    pub fn met(&self, cases: &[Case]) -> anyhow::Result<MetTable> {
+        let now = self.shared.clock.now();
+        let mut table = MetTable::new();
+        for case in cases {
+            let events = self.shared.store.events(case.id)?;
+            let Ok(tl) = Timeline::build(case.id, &events) else {
+                continue;
+            };
+            let Some(p) = self.shared.settings.policy(tl.case.priority) else {
+                continue;
+            };
+            for run in &tl.runs {
+                let Some(d) = p.target(run.target) else {
+                    continue;
+                };
+                let missed = run.instant_at(p.counting, d).is_some_and(|t| t <= now);
+                let met = match run.end {
+                    _ if missed => false,
+                    Some((_, End::Done)) => true,
+                    _ => continue,
+                };
+                let cell = table
+                    .entry((run.target, tl.case.priority))
+                    .or_insert((0, 0));
+                cell.0 += u32::from(met);
+                cell.1 += 1;
+            }
+        }
+        Ok(table)
+    }
+
+    /// Number of cases with SLA state in memory, and an estimate of the
+    /// bytes it takes (for the benchmark).
+    pub fn footprint(&self) -> (usize, usize) {
+        let st = self.state();
+        let per_case = std::mem::size_of::<(CaseId, CaseSla)>() + 8;
+        let targets: usize = st
+            .cases
+            .values()
+            .map(|c| c.targets.len() * std::mem::size_of::<TargetSla>())
+            .sum();
+        // A B-tree entry costs about its size plus a share of node overhead.
+        let timers = st.timers.len() * (std::mem::size_of::<(Timestamp, CaseId)>() * 3 / 2);
+        let alerts = st.alerts.len() * std::mem::size_of::<(AlertId, CaseId)>() * 3 / 2;
+        let table = st.cases.capacity() * per_case;
+        (st.cases.len(), table + targets + timers + alerts)
+    }
+}
