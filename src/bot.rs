@@ -22,7 +22,7 @@ use crate::outbox::Outbox;
 use crate::playbook::{self, Engine, SharedEngine, Suggestion};
 use crate::redact::redact;
 use crate::sla::{Clock, Sla};
-use crate::store::{HistoryItem, Store};
+use crate::store::{Durable, HistoryItem, Store};
 use crate::view;
 
 /// The bot: cheap to clone, shared by the adapters' tasks.
@@ -290,11 +290,29 @@ impl Bot {
     /// and whether it is new (an existing external id opens nothing).
     pub fn open_ticket(
         &self,
-        mut ticket: Ticket,
+        ticket: Ticket,
         actor: &str,
         seen: Option<&str>,
         extra: impl FnOnce(&Case) -> Vec<Outgoing>,
     ) -> anyhow::Result<(Case, bool)> {
+        let (case, created, durable) = self.open_ticket_deferred(ticket, actor, seen, extra)?;
+        if let Some(d) = durable {
+            d.wait()?;
+        }
+        self.shared.outbox.wake();
+        Ok((case, created))
+    }
+
+    /// [`Bot::open_ticket`] that returns before the disk flush: the case is
+    /// acknowledged once the returned [`Durable`] resolves; then call
+    /// [`Bot::wake_outbox`]. The webhook uses this to wait without a thread.
+    pub fn open_ticket_deferred(
+        &self,
+        mut ticket: Ticket,
+        actor: &str,
+        seen: Option<&str>,
+        extra: impl FnOnce(&Case) -> Vec<Outgoing>,
+    ) -> anyhow::Result<(Case, bool, Option<Durable>)> {
         let s = &self.shared;
         ticket.body = redact(&ticket.body).into_owned();
         ticket.subject = redact(&ticket.subject).into_owned();
@@ -338,38 +356,42 @@ impl Bot {
             tags,
         };
         let team = s.config.rooms.team.clone();
-        let opened = s
-            .store
-            .open_case_with(new, actor, self.now(), seen, |case| {
-                let triaged = EventKind::Triaged {
-                    playbook: suggestion.playbook.clone(),
-                    confidence: suggestion.confidence,
-                };
-                let mut case = case.clone();
-                case.suggested_playbook = suggestion.playbook.clone();
-                case.suggestion_confidence = Some(suggestion.confidence);
-                let root = Outgoing::new(
-                    team.clone(),
-                    view::root_message(&case, &suggestion, &engine),
-                )
-                .about(case.id, "root")
-                .record_as(root_key(case.id));
-                let thread = Outgoing::new(
-                    team.clone(),
-                    view::suggestion_message(&case, &suggestion, &engine),
-                )
-                .in_thread(Some(ThreadRef::Key(root_key(case.id))))
-                .about(case.id, "suggestion");
-                let mut out = vec![root, thread];
-                out.extend(extra(&case));
-                (vec![triaged], out)
-            })?;
+        let (opened, durable) =
+            s.store
+                .open_case_deferred(new, actor, self.now(), seen, |case| {
+                    let triaged = EventKind::Triaged {
+                        playbook: suggestion.playbook.clone(),
+                        confidence: suggestion.confidence,
+                    };
+                    let mut case = case.clone();
+                    case.suggested_playbook = suggestion.playbook.clone();
+                    case.suggestion_confidence = Some(suggestion.confidence);
+                    let root = Outgoing::new(
+                        team.clone(),
+                        view::root_message(&case, &suggestion, &engine),
+                    )
+                    .about(case.id, "root")
+                    .record_as(root_key(case.id));
+                    let thread = Outgoing::new(
+                        team.clone(),
+                        view::suggestion_message(&case, &suggestion, &engine),
+                    )
+                    .in_thread(Some(ThreadRef::Key(root_key(case.id))))
+                    .about(case.id, "suggestion");
+                    let mut out = vec![root, thread];
+                    out.extend(extra(&case));
+                    (vec![triaged], out)
+                })?;
         if opened.created {
             self.case_changed(opened.case.id);
             tracing::info!(case = %opened.case.id, playbook = ?opened.case.suggested_playbook, "case opened");
         }
-        s.outbox.wake();
-        Ok((opened.case, opened.created))
+        Ok((opened.case, opened.created, durable))
+    }
+
+    /// Tells the outbox there are new messages.
+    pub fn wake_outbox(&self) {
+        self.shared.outbox.wake();
     }
 
     /// The suggestion for a case: its text plus any later notes and

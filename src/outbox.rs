@@ -147,6 +147,15 @@ async fn room_sender(
                     }
                 },
             };
+            // Only what is on disk goes out: a message about a case that a
+            // crash could still lose is never posted.
+            if let Err(e) = store.barrier().wait_async().await {
+                tracing::error!("outbox: {e}");
+                if sleep_or_stop(backoff, &shutdown).await {
+                    return;
+                }
+                continue;
+            }
             let wait = match platform.send(&msg, root.as_deref(), &txn).await {
                 Ok(id) => {
                     if let Some(q) = msg.queued_at {

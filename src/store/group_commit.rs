@@ -1,86 +1,189 @@
-//! Group commit: many writers, one fsync.
+//! Group commit: many writers, one flush.
 //!
-//! Each writer takes a ticket after its batch is applied, then waits until a
-//! flush that started after its ticket has finished. The first waiter to
-//! find no flush running becomes the leader and flushes for everyone
-//! written so far; the rest sleep on a condition variable and usually find
-//! their ticket covered when they wake.
+//! Writers apply their sled batch, take a ticket, and wait until the ticket
+//! is durable. One flusher thread flushes whenever anything new was written,
+//! covering every write made before the flush started, so concurrent writers
+//! share flushes and durable throughput grows with their number instead of
+//! being capped at the disk's flush rate.
+//!
+//! Waiting works from blocking code ([`Durable::wait`]) and from async code
+//! ([`Durable::wait_async`], which parks no thread), so the webhook can
+//! acknowledge a ticket only once it is on disk without tying up a thread
+//! per request.
 
-use std::sync::{Condvar, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
+use std::thread::JoinHandle;
+
+use tokio::sync::watch;
 
 pub(super) struct GroupCommit {
+    inner: Arc<Inner>,
+    flusher: Option<JoinHandle<()>>,
+}
+
+struct Inner {
     db: sled::Db,
-    /// Written/flushed counters. A `std::sync::Mutex` because it guards a few
-    /// integers and is never held during the flush itself.
+    /// Counters and flags. A `std::sync::Mutex`: held for a few integer
+    /// updates, never during the flush itself.
     state: Mutex<State>,
-    flushed: Condvar,
+    /// Wakes the flusher (new writes, stop) and blocking waiters (flushed).
+    changed: Condvar,
+    /// The highest durable ticket, for async waiters.
+    durable_tx: watch::Sender<u64>,
 }
 
 #[derive(Default)]
 struct State {
-    /// Tickets handed out: one per acknowledged-on-flush write.
+    /// Tickets handed out: one per write waiting to be acknowledged.
     written: u64,
     /// Every ticket up to this one is on disk.
     durable: u64,
-    /// A leader is flushing right now.
-    flushing: bool,
-    /// The last flush failed; the error is returned to its waiters.
+    /// The last flush failed; waiters get this error until one succeeds.
     failed: Option<String>,
+    stop: bool,
+}
+
+/// A write that becomes acknowledged once it is on disk.
+#[derive(Clone)]
+pub struct Durable {
+    inner: Arc<Inner>,
+    ticket: u64,
+}
+
+impl std::fmt::Debug for Durable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Durable({})", self.ticket)
+    }
+}
+
+impl Durable {
+    /// Blocks until the write is on disk.
+    pub fn wait(&self) -> Result<(), sled::Error> {
+        let mut st = self.inner.state.lock().unwrap_or_else(|e| e.into_inner());
+        loop {
+            if st.durable >= self.ticket {
+                return Ok(());
+            }
+            if let Some(err) = &st.failed {
+                return Err(io_error(err));
+            }
+            st = self
+                .inner
+                .changed
+                .wait(st)
+                .unwrap_or_else(|e| e.into_inner());
+        }
+    }
+
+    /// Waits, without blocking a thread, until the write is on disk.
+    pub async fn wait_async(&self) -> Result<(), sled::Error> {
+        let mut rx = self.inner.durable_tx.subscribe();
+        let ticket = self.ticket;
+        loop {
+            if *rx.borrow_and_update() >= ticket {
+                return Ok(());
+            }
+            if let Some(err) = &self
+                .inner
+                .state
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .failed
+            {
+                return Err(io_error(err));
+            }
+            if rx.changed().await.is_err() {
+                return Err(io_error(
+                    "the store was closed before the write was flushed",
+                ));
+            }
+        }
+    }
+}
+
+fn io_error(msg: &str) -> sled::Error {
+    sled::Error::Io(std::io::Error::other(format!("flush failed: {msg}")))
 }
 
 impl GroupCommit {
     pub(super) fn new(db: sled::Db) -> GroupCommit {
-        GroupCommit {
+        let (durable_tx, _) = watch::channel(0);
+        let inner = Arc::new(Inner {
             db,
             state: Mutex::new(State::default()),
-            flushed: Condvar::new(),
+            changed: Condvar::new(),
+            durable_tx,
+        });
+        let worker = inner.clone();
+        let flusher = std::thread::Builder::new()
+            .name("caseroom-flush".into())
+            .spawn(move || flush_loop(&worker))
+            .expect("spawning the flush thread");
+        GroupCommit {
+            inner,
+            flusher: Some(flusher),
         }
     }
 
     /// Takes a ticket for a write that has just been applied.
-    pub(super) fn written(&self) -> u64 {
-        let mut st = self.state.lock().unwrap_or_else(|e| e.into_inner());
+    pub(super) fn written(&self) -> Durable {
+        let mut st = self.inner.state.lock().unwrap_or_else(|e| e.into_inner());
         st.written += 1;
-        st.written
+        let ticket = st.written;
+        drop(st);
+        self.inner.changed.notify_all();
+        Durable {
+            inner: self.inner.clone(),
+            ticket,
+        }
     }
+}
 
-    /// Blocks until the write behind `ticket` is on disk.
-    pub(super) fn wait(&self, ticket: u64) -> Result<(), sled::Error> {
-        let mut st = self.state.lock().unwrap_or_else(|e| e.into_inner());
-        loop {
-            if st.durable >= ticket {
-                return Ok(());
+impl Drop for GroupCommit {
+    fn drop(&mut self) {
+        self.inner
+            .state
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .stop = true;
+        self.inner.changed.notify_all();
+        if let Some(t) = self.flusher.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+fn flush_loop(inner: &Inner) {
+    loop {
+        let target = {
+            let mut st = inner.state.lock().unwrap_or_else(|e| e.into_inner());
+            while st.written == st.durable && !st.stop {
+                st = inner.changed.wait(st).unwrap_or_else(|e| e.into_inner());
             }
-            if !st.flushing {
-                st.flushing = true;
-                let target = st.written;
+            if st.written == st.durable && st.stop {
+                return;
+            }
+            st.written
+        };
+        let result = inner.db.flush();
+        let mut st = inner.state.lock().unwrap_or_else(|e| e.into_inner());
+        match result {
+            Ok(_) => {
+                st.durable = st.durable.max(target);
+                st.failed = None;
+                inner.durable_tx.send_replace(st.durable);
+            }
+            Err(e) => {
+                tracing::error!("store flush failed: {e}");
+                st.failed = Some(e.to_string());
                 drop(st);
-                let result = self.db.flush();
-                st = self.state.lock().unwrap_or_else(|e| e.into_inner());
-                st.flushing = false;
-                match result {
-                    Ok(_) => {
-                        st.durable = st.durable.max(target);
-                        st.failed = None;
-                    }
-                    Err(e) => {
-                        st.failed = Some(e.to_string());
-                        self.flushed.notify_all();
-                        return Err(e);
-                    }
-                }
-                self.flushed.notify_all();
+                inner.changed.notify_all();
+                // Do not spin on a failing disk.
+                std::thread::sleep(std::time::Duration::from_millis(100));
                 continue;
             }
-            st = self.flushed.wait(st).unwrap_or_else(|e| e.into_inner());
-            if let Some(err) = &st.failed
-                && st.durable < ticket
-                && !st.flushing
-            {
-                return Err(sled::Error::Io(std::io::Error::other(format!(
-                    "flush failed: {err}"
-                ))));
-            }
         }
+        drop(st);
+        inner.changed.notify_all();
     }
 }

@@ -36,6 +36,7 @@ use sha2::{Digest, Sha256};
 
 use crate::case::{Case, CaseId, Event, EventKind, NewCase, Status, TransitionError};
 use crate::message::Outgoing;
+pub use group_commit::Durable;
 use group_commit::GroupCommit;
 
 /// The schema this build writes. Bump it and add a step to [`migrate`] when
@@ -229,7 +230,7 @@ impl Store {
         self.db().apply_batch(batch)?;
         let ticket = self.shared.commit.written();
         drop(guard);
-        self.shared.commit.wait(ticket)?;
+        ticket.wait()?;
         Ok((case, event))
     }
 
@@ -245,6 +246,24 @@ impl Store {
         seen: Option<&str>,
         then: impl FnOnce(&Case) -> (Vec<EventKind>, Vec<Outgoing>),
     ) -> Result<Opened, StoreError> {
+        let (opened, durable) = self.open_case_deferred(new, actor, at, seen, then)?;
+        if let Some(d) = durable {
+            d.wait()?;
+        }
+        Ok(opened)
+    }
+
+    /// [`Store::open_case_with`] that returns before the flush: the case is
+    /// acknowledged only once the returned [`Durable`] resolves (`None` when
+    /// nothing was written). Lets async callers wait without a thread.
+    pub fn open_case_deferred(
+        &self,
+        new: NewCase,
+        actor: &str,
+        at: Timestamp,
+        seen: Option<&str>,
+        then: impl FnOnce(&Case) -> (Vec<EventKind>, Vec<Outgoing>),
+    ) -> Result<(Opened, Option<Durable>), StoreError> {
         let new = redact_new(new);
         let Some(claim) = self.claim(&new.external_id)? else {
             let existing = self.case_by_external(&new.external_id)?.ok_or_else(|| {
@@ -253,10 +272,13 @@ impl Store {
             if let Some(key) = seen {
                 self.put_state(&seen_key(key), b"1")?;
             }
-            return Ok(Opened {
-                case: existing,
-                created: false,
-            });
+            return Ok((
+                Opened {
+                    case: existing,
+                    created: false,
+                },
+                None,
+            ));
         };
         let id = claim.id;
         let opened = Event {
@@ -292,11 +314,13 @@ impl Store {
         self.db().apply_batch(batch)?;
         let ticket = self.shared.commit.written();
         drop(claim);
-        self.shared.commit.wait(ticket)?;
-        Ok(Opened {
-            case,
-            created: true,
-        })
+        Ok((
+            Opened {
+                case,
+                created: true,
+            },
+            Some(ticket),
+        ))
     }
 
     /// Reserves a case number for a new external ticket id, or `None` when a
@@ -377,7 +401,7 @@ impl Store {
         self.db().apply_batch(batch)?;
         let ticket = self.shared.commit.written();
         drop(guard);
-        self.shared.commit.wait(ticket)?;
+        ticket.wait()?;
         Ok(after)
     }
 
@@ -496,7 +520,7 @@ impl Store {
         self.db().apply_batch(batch)?;
         let ticket = self.shared.commit.written();
         drop(guard);
-        self.shared.commit.wait(ticket)?;
+        ticket.wait()?;
         Ok(())
     }
 
@@ -508,7 +532,7 @@ impl Store {
         let record = serde_json::json!({"message": msg, "reason": reason});
         batch.insert(outbox_key(b'f', seq), to_json(&record)?);
         self.db().apply_batch(batch)?;
-        self.shared.commit.wait(self.shared.commit.written())?;
+        self.shared.commit.written().wait()?;
         Ok(())
     }
 
@@ -618,7 +642,7 @@ impl Store {
             batch.insert(due_key(t, id), &[]);
         }
         self.db().apply_batch(batch)?;
-        self.shared.commit.wait(self.shared.commit.written())?;
+        self.shared.commit.written().wait()?;
         Ok(())
     }
 
@@ -656,7 +680,7 @@ impl Store {
             added += 1;
         }
         self.db().apply_batch(batch)?;
-        self.shared.commit.wait(self.shared.commit.written())?;
+        self.shared.commit.written().wait()?;
         Ok(added)
     }
 
@@ -676,7 +700,7 @@ impl Store {
     /// Durably stores adapter state.
     pub fn put_state(&self, key: &str, value: &[u8]) -> Result<(), StoreError> {
         self.db().insert(state_key(key), value)?;
-        self.shared.commit.wait(self.shared.commit.written())?;
+        self.shared.commit.written().wait()?;
         Ok(())
     }
 
@@ -703,8 +727,13 @@ impl Store {
         self.raise(META_NEXT_CASE, next)?;
         self.db().apply_batch(batch)?;
         self.shared.next_case.fetch_max(next, Ordering::Relaxed);
-        self.shared.commit.wait(self.shared.commit.written())?;
+        self.shared.commit.written().wait()?;
         Ok(n)
+    }
+
+    /// Resolves once everything written so far is on disk.
+    pub fn barrier(&self) -> Durable {
+        self.shared.commit.written()
     }
 
     /// Flushes everything to disk (used at shutdown).
