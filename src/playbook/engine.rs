@@ -26,7 +26,7 @@ use crate::redact::redact;
 
 use super::extract;
 use super::features::{self, Feature, Kind};
-use super::load::{NONE_ID, PlaybookSet};
+use super::load::{BUILTIN_FIELDS, NONE_ID, PlaybookSet};
 use super::model::{Example, Model, TrainConfig, softmax};
 use super::render::{self, RenderError};
 
@@ -100,6 +100,8 @@ pub(crate) struct Tuning {
     pub(crate) rule_cap: f32,
     /// Scale of the trigger-hit feature (value = min(sum, cap) * scale).
     pub(crate) rule_scale: f32,
+    /// Value of a "field found" feature (0 turns them off).
+    pub(crate) field_value: f32,
     /// Share of each rule-matching example trained without its rule
     /// features, so n-gram weights also learn to stand on their own.
     pub(crate) rule_dropout: f32,
@@ -113,10 +115,11 @@ impl Default for Tuning {
         Tuning {
             example_weight: 2.0,
             phrase_weight: 0.5,
-            balance: 0.5,
+            balance: 0.4,
             phrase_value: 1.0,
             rule_cap: 5.0,
             rule_scale: 0.4,
+            field_value: 0.5,
             rule_dropout: 0.5,
             temperature: 1.0,
             train: TrainConfig::default(),
@@ -376,14 +379,6 @@ impl Engine {
         self.set.clone()
     }
 
-    /// Class probabilities (`none` first, then playbooks in set order).
-    pub(crate) fn probabilities(&self, text: &str) -> Vec<f32> {
-        let text = redact(text);
-        let lang = detect_lang(&text);
-        let hits = self.rules.hits(&self.set, &text, self.classes.len());
-        features::with_scratch(|s| self.score(&text, lang, &hits, s))
-    }
-
     /// Softmax over the classes for a redacted text; leaves the n-gram
     /// origins in `s` for [`Engine::top_features`].
     fn score(
@@ -391,21 +386,18 @@ impl Engine {
         text: &str,
         lang: Lang,
         hits: &RuleHits,
+        fields: &BTreeMap<String, String>,
         s: &mut features::Scratch,
     ) -> Vec<f32> {
         let mut probs = vec![0f32; self.classes.len()];
         features::normalize_into(text, &mut s.chars);
         features::vectorize_with_origins(&s.chars, &mut s.feats, &mut s.origins, &mut s.dedup);
         s.feats.push((lang_bucket(lang), 1.0));
+        push_field_features(fields, self.tuning.field_value, &mut s.feats);
         push_rule_features(hits, &self.tuning, &mut s.feats);
         self.model.add_scores(&s.feats, &mut probs);
         softmax(&mut probs, self.model.temperature);
         probs
-    }
-
-    /// Class names, `none` first.
-    pub(crate) fn classes(&self) -> &[String] {
-        &self.classes
     }
 
     pub(crate) fn build_tuned(
@@ -463,12 +455,16 @@ impl Engine {
         let mut examples = Vec::with_capacity(raw.len() * 2);
         let mut chars = Vec::new();
         let mut dedup = features::Dedup::default();
+        let mut fields = BTreeMap::new();
         for &(text, class, w) in &raw {
             let text = redact(text);
             let mut feats = Vec::new();
             features::normalize_into(&text, &mut chars);
             features::vectorize(&chars, &mut feats, &mut dedup);
             feats.push((lang_bucket(detect_lang(&text)), 1.0));
+            fields.clear();
+            extract::extract_builtin(&text, &mut fields);
+            push_field_features(&fields, tuning.field_value, &mut feats);
             let hits = rules.hits(&set, &text, k);
             let weight = w * factor[class];
             let mut with_rules = feats.clone();
@@ -512,8 +508,10 @@ impl Engine {
         let lang = detect_lang(&text);
         let k = self.classes.len();
         let hits = self.rules.hits(&self.set, &text, k);
+        let mut fields = BTreeMap::new();
+        extract::extract_builtin(&text, &mut fields);
         features::with_scratch(|s| {
-            let probs = self.score(&text, lang, &hits, s);
+            let probs = self.score(&text, lang, &hits, &fields, s);
             let mut order: Vec<usize> = (1..k).collect();
             order.sort_by(|&a, &b| probs[b].total_cmp(&probs[a]).then(a.cmp(&b)));
             let ranked: Vec<Ranked> = order
@@ -528,8 +526,6 @@ impl Engine {
             let confidence = best.map_or(0.0, |c| round4(probs[c]));
             let chosen = best.filter(|&c| probs[c] >= probs[0] && probs[c] >= self.opts.threshold);
 
-            let mut fields = BTreeMap::new();
-            extract::extract_builtin(&text, &mut fields);
             if let Some(c) = chosen {
                 extract::extract_playbook_fields(&self.set.playbooks[c - 1], &text, &mut fields);
             }
@@ -646,6 +642,25 @@ impl Engine {
         top.iter()
             .map(|&(_, i)| features::describe(&s.chars, &s.origins[i].1))
             .collect()
+    }
+}
+
+/// Which built-in fields were found: a foreign country or currency is
+/// evidence for cross-border payments, a transaction id for payment
+/// questions, and so on. The model learns how much each says.
+fn push_field_features(fields: &BTreeMap<String, String>, value: f32, out: &mut Vec<Feature>) {
+    if value == 0.0 {
+        return;
+    }
+    for (i, name) in BUILTIN_FIELDS.iter().enumerate() {
+        let Some(v) = fields.get(*name) else { continue };
+        let foreign = match *name {
+            "country" => v != "中国" && v != "China",
+            "currency" => v != "CNY",
+            _ => false,
+        };
+        let n = 2 * i as u64 + u64::from(foreign);
+        out.push((features::synthetic(Kind::Field, n), value));
     }
 }
 

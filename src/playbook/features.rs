@@ -37,6 +37,8 @@ pub(crate) enum Kind {
     Rule,
     /// One of a playbook's precise phrases matched.
     Phrase,
+    /// A built-in field (amount, foreign country, ...) was extracted.
+    Field,
 }
 
 impl Kind {
@@ -49,7 +51,7 @@ impl Kind {
             Kind::Word => 1.0,
             Kind::WordPair => 0.8,
             Kind::CharGram => 0.5,
-            Kind::Lang | Kind::Rule | Kind::Phrase => 1.0,
+            Kind::Lang | Kind::Rule | Kind::Phrase | Kind::Field => 1.0,
         }
     }
 }

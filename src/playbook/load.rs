@@ -322,13 +322,15 @@ pub fn load_dir(dir: &Path) -> Result<PlaybookSet, Vec<PlaybookError>> {
     let mut env = render::environment();
     for pb in &playbooks {
         for lang in Lang::ALL {
-            // Already compiled once during validation, so this cannot fail.
-            env.add_template_owned(
-                render::template_name(&pb.id, lang),
-                pb.reply.get(lang).clone(),
-            )
-            .expect("validated template");
+            // Compiled once already during validation; kept fallible anyway.
+            let name = render::template_name(&pb.id, lang);
+            if let Err(e) = env.add_template_owned(name, pb.reply.get(lang).clone()) {
+                errors.push(err(&pb.file, 0, &format!("reply.{lang}"), e.to_string()));
+            }
         }
+    }
+    if !errors.is_empty() {
+        return Err(errors);
     }
     Ok(PlaybookSet {
         dir: dir.to_path_buf(),

@@ -37,7 +37,7 @@ impl Default for TrainConfig {
 }
 
 /// Trained weights: row `j` (a hash bucket) holds `k` class weights.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub(crate) struct Model {
     /// Number of classes.
     pub(crate) k: usize,
@@ -45,6 +45,20 @@ pub(crate) struct Model {
     pub(crate) w: Vec<f32>,
     /// Softmax temperature (> 1 softens overconfident training fits).
     pub(crate) temperature: f32,
+}
+
+impl std::fmt::Debug for Model {
+    /// A summary: the weight table has millions of entries.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Model")
+            .field("classes", &self.k)
+            .field(
+                "nonzero_weights",
+                &self.w.iter().filter(|w| **w != 0.0).count(),
+            )
+            .field("temperature", &self.temperature)
+            .finish()
+    }
 }
 
 impl Model {

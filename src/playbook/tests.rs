@@ -364,7 +364,7 @@ fn detects_language() {
     assert_eq!(detect_lang("退款"), Lang::Zh);
     assert_eq!(detect_lang("Topay转账失败了"), Lang::Zh);
     assert_eq!(
-        detect_lang("Why is my account suspended? 订单号 TP2024000005，金额¥105.00"),
+        detect_lang("Why is my account suspended? Rent is due tomorrow. 订单号 TP2024000005"),
         Lang::En
     );
     assert_eq!(detect_lang("12345"), Lang::Zh);

@@ -12,6 +12,9 @@ use std::time::Duration;
 use jiff::{SignedDuration, Timestamp};
 use tokio::sync::watch;
 
+/// Longest single sleep on the system clock, in milliseconds.
+const MAX_SLEEP_MS: i128 = 60_000;
+
 /// A source of "now" that can be slept on. Cheap to clone; clones share the
 /// same time.
 #[derive(Clone)]
@@ -91,9 +94,12 @@ impl Clock {
                 if left <= SignedDuration::ZERO {
                     return;
                 }
-                // Rounded up to the next millisecond so we never wake a
-                // hair early and spin.
-                let ms = left.as_millis().max(0) as u64 + 1;
+                // Tokio sleeps on the monotonic clock while deadlines are
+                // wall times: sleeping at most a minute before looking at
+                // the wall clock again bounds the error when it is adjusted
+                // (NTP). Rounded up to the next millisecond so we never
+                // wake a hair early and spin.
+                let ms = left.as_millis().clamp(0, MAX_SLEEP_MS) as u64 + 1;
                 tokio::time::sleep(Duration::from_millis(ms)).await;
             },
             Inner::Manual(tx) => {

@@ -16,14 +16,19 @@
 //! that case and moves its timer. Read-plan-commit for one case is
 //! serialized by a striped lock, so a touch, an `ack` and a firing timer
 //! never act on the same stale history.
+//!
+//! At start the engine loads every open case, plus every case listed in the
+//! store's SLA due index (`Store::set_due`), where it keeps one entry per
+//! open alert, keyed by the time the alert opened. That is how an alert
+//! whose case was resolved while the bot was down still gets closed. Alert
+//! numbers come from a counter persisted in blocks: a crash may skip a few
+//! numbers, but never reuses one.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use anyhow::Context as _;
 use jiff::{SignedDuration, Timestamp};
-use serde::{Deserialize, Serialize};
 use tokio::sync::{Notify, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -43,8 +48,11 @@ use crate::store::{CaseFilter, Store};
 const FIRE_CONCURRENCY: usize = 32;
 /// Number of per-case locks (cases share a stripe by number).
 const STRIPES: usize = 256;
-/// Store state key of the alert book.
-const BOOK_KEY: &str = "sla:alerts";
+/// Store state key of the alert-number high-water mark: every number
+/// below it may have been used.
+const ALERT_HW_KEY: &str = "sla:alert_hw";
+/// Alert numbers are reserved (persisted) this many at a time.
+const ALERT_BLOCK: u64 = 16;
 /// When writing a firing fails (disk trouble), try again after this.
 const RETRY: SignedDuration = SignedDuration::from_secs(5);
 
@@ -72,9 +80,9 @@ struct Shared {
     /// an `ack` never act on the same stale history. Striped to bound memory;
     /// held across a store commit, which is why these are not the `state` lock.
     stripes: Box<[Mutex<()>]>,
-    /// Alert numbering and the open-alert list, persisted in the store.
-    /// Held while that is written, which is rare (alert opened or closed).
-    book: Mutex<AlertBook>,
+    /// The alert counter. Held while a new block of numbers is persisted,
+    /// once every [`ALERT_BLOCK`] alerts.
+    numbers: Mutex<AlertNumbers>,
     /// Wakes the scheduler when a timer was added or moved.
     wake: Notify,
     /// Signalled whenever a firing finishes (for [`Sla::idle`]).
@@ -101,17 +109,12 @@ struct CaseSla {
     targets: Box<[TargetSla]>,
 }
 
-/// Alert numbers and which are open, kept in store state. The next number
-/// is written before an alert is opened (so a crash can skip a number but
-/// never reuse one); an alert is added to `open` before its opening is
-/// committed and removed after its closing is, so after a crash `open` may
-/// list too many (dropped at start) but never misses one — that is how
-/// start-up finds alerts of cases resolved while the bot was down.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-struct AlertBook {
+/// The next alert number, and the first number not yet reserved in the
+/// store.
+#[derive(Debug, Default)]
+struct AlertNumbers {
     next: u64,
-    /// Alert number -> case number.
-    open: BTreeMap<u64, u64>,
+    reserved: u64,
 }
 
 /// What `ack` and `snooze` ask of an alert.
@@ -135,8 +138,11 @@ pub enum ReportFilter {
 struct Effects {
     events: Vec<(EventKind, Option<String>)>,
     out: Vec<Outgoing>,
-    opened: Vec<AlertId>,
-    closed: Vec<AlertId>,
+    /// Whether this firing opens alerts (all opened at the firing's time,
+    /// so they share one due-index entry).
+    opened: bool,
+    /// When each alert this firing closes was opened (its due-index key).
+    closed: Vec<Timestamp>,
 }
 
 impl Sla {
@@ -149,7 +155,7 @@ impl Sla {
                 clock,
                 state: Mutex::new(State::default()),
                 stripes: (0..STRIPES).map(|_| Mutex::new(())).collect(),
-                book: Mutex::new(AlertBook::default()),
+                numbers: Mutex::new(AlertNumbers::default()),
                 wake: Notify::new(),
                 progress: Notify::new(),
             }),
@@ -237,10 +243,14 @@ impl Sla {
     /// it. Deadlines that passed meanwhile are due at once.
     pub fn load(&self) -> anyhow::Result<usize> {
         let store = &self.shared.store;
-        let mut book: AlertBook = match store.get_state(BOOK_KEY)? {
-            Some(v) => serde_json::from_slice(&v).context("reading the SLA alert book")?,
-            None => AlertBook::default(),
+        let hw = match store.get_state(ALERT_HW_KEY)? {
+            Some(v) => String::from_utf8_lossy(&v).parse::<u64>().unwrap_or(1),
+            None => 1,
         };
+        let mut indexed: BTreeMap<CaseId, Vec<Timestamp>> = BTreeMap::new();
+        for (t, id) in store.due_before(Timestamp::MAX)? {
+            indexed.entry(id).or_default().push(t);
+        }
         let mut ids: BTreeSet<CaseId> = store
             .cases(&CaseFilter {
                 open_only: true,
@@ -249,27 +259,48 @@ impl Sla {
             .into_iter()
             .map(|c| c.id)
             .collect();
-        ids.extend(book.open.values().map(|n| CaseId(*n)));
+        ids.extend(indexed.keys().copied());
         let mut max_alert = 0;
         for id in &ids {
             let _g = self.stripe(*id);
-            match self.refresh(*id) {
-                Ok(Some(tl)) => {
-                    max_alert = tl.alerts().map(|(_, a)| a.id.0).fold(max_alert, u64::max);
+            let tl = match self.refresh(*id) {
+                Ok(tl) => tl,
+                Err(e) => {
+                    tracing::warn!(case = %id, "SLA: cannot plan: {e:#}");
+                    continue;
                 }
-                Ok(None) => {}
-                Err(e) => tracing::warn!(case = %id, "SLA: cannot plan: {e:#}"),
+            };
+            let open: Vec<Timestamp> = tl
+                .iter()
+                .flat_map(|tl| tl.alerts())
+                .filter(|(_, a)| a.is_open())
+                .map(|(_, a)| a.opened)
+                .collect();
+            max_alert = tl
+                .iter()
+                .flat_map(|tl| tl.alerts())
+                .map(|(_, a)| a.id.0)
+                .fold(max_alert, u64::max);
+            // Make the index list exactly the open alerts (a crash between
+            // an alert's commit and its index write leaves them apart).
+            let ms = |t: &Timestamp| t.as_millisecond();
+            let have = indexed.remove(id).unwrap_or_default();
+            for t in have.iter().filter(|t| !open.iter().any(|o| ms(o) == ms(t))) {
+                store.set_due(*id, Some(*t), None)?;
+            }
+            for t in open.iter().filter(|o| !have.iter().any(|t| ms(o) == ms(t))) {
+                store.set_due(*id, None, Some(*t))?;
             }
         }
-        book.next = book.next.max(max_alert + 1);
-        book.open = self
-            .state()
-            .alerts
-            .iter()
-            .map(|(a, c)| (a.0, c.0))
-            .collect();
-        self.save_book(&book)?;
-        *self.shared.book.lock().unwrap_or_else(|e| e.into_inner()) = book;
+        let next = hw.max(max_alert + 1).max(1);
+        *self
+            .shared
+            .numbers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = AlertNumbers {
+            next,
+            reserved: next,
+        };
         let mut st = self.state();
         st.loaded = true;
         let n = st.cases.len();
@@ -277,13 +308,6 @@ impl Sla {
         self.shared.wake.notify_one();
         self.shared.progress.notify_waiters();
         Ok(n)
-    }
-
-    fn save_book(&self, book: &AlertBook) -> anyhow::Result<()> {
-        self.shared
-            .store
-            .put_state(BOOK_KEY, &serde_json::to_vec(book)?)?;
-        Ok(())
     }
 
     /// Starts the scheduler: loads the cases, then fires timers as they
@@ -311,12 +335,12 @@ impl Sla {
 
     async fn run(&self, shutdown: CancellationToken, tracker: TaskTracker) {
         let permits = Arc::new(Semaphore::new(FIRE_CONCURRENCY));
-        loop {
+        'run: loop {
             let now = self.shared.clock.now();
             let due = self.take_due(now);
             for id in due {
                 let permit = tokio::select! {
-                    _ = shutdown.cancelled() => return,
+                    _ = shutdown.cancelled() => break 'run,
                     p = permits.clone().acquire_owned() => p.expect("semaphore is never closed"),
                 };
                 let sla = self.clone();
@@ -330,7 +354,7 @@ impl Sla {
             let next = self.state().timers.first().map(|(t, _)| *t);
             let clock = self.shared.clock.clone();
             tokio::select! {
-                _ = shutdown.cancelled() => return,
+                _ = shutdown.cancelled() => break 'run,
                 _ = self.shared.wake.notified() => {}
                 _ = async move {
                     match next {
@@ -340,6 +364,27 @@ impl Sla {
                 } => {}
             }
         }
+        if let Err(e) = self.release_numbers() {
+            tracing::warn!("SLA: could not save the alert counter: {e:#}");
+        }
+    }
+
+    /// Persists the alert counter exactly, giving back the unused part of
+    /// the reserved block, so a clean restart continues without a gap. Safe
+    /// while firings still run: the next number handed out reserves again.
+    fn release_numbers(&self) -> anyhow::Result<()> {
+        let mut n = self
+            .shared
+            .numbers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if n.next > 0 && n.reserved > n.next {
+            self.shared
+                .store
+                .put_state(ALERT_HW_KEY, n.next.to_string().as_bytes())?;
+            n.reserved = n.next;
+        }
+        Ok(())
     }
 
     /// Removes the timers due by `now` and counts them in flight.
@@ -411,30 +456,50 @@ impl Sla {
         }
         let fx = self.effects(&tl, &p.actions, now)?;
         tracing::info!(case = %id, actions = ?p.actions, "SLA fired");
-        self.shared
-            .store
-            .commit(Some(id), "bot", now, fx.events, fx.out, None)?;
+        let store = &self.shared.store;
+        store.commit(Some(id), "bot", now, fx.events, fx.out, None)?;
         self.shared.outbox.wake();
-        if !fx.closed.is_empty() {
-            let mut book = self.shared.book.lock().unwrap_or_else(|e| e.into_inner());
-            for a in &fx.closed {
-                book.open.remove(&a.0);
-            }
-            self.save_book(&book)?;
+        let tl = self.refresh(id)?;
+        // The due index lists open alerts by their opening time; it is
+        // written after the commit (if this write is lost, the case is
+        // still open and start-up re-creates the entry). An entry stays
+        // while another open alert shares its time.
+        let ms = |t: &Timestamp| t.as_millisecond();
+        let still: Vec<i64> = tl
+            .iter()
+            .flat_map(|tl| tl.alerts())
+            .filter(|(_, a)| a.is_open())
+            .map(|(_, a)| ms(&a.opened))
+            .collect();
+        if fx.opened {
+            store.set_due(id, None, Some(now))?;
         }
-        self.refresh(id)?;
+        for opened in fx.closed {
+            if !still.contains(&ms(&opened)) {
+                store.set_due(id, Some(opened), None)?;
+            }
+        }
         Ok(())
     }
 
-    /// Numbers a new alert and records it as open, durably, before the
-    /// commit that opens it.
-    fn open_alert(&self, case: CaseId) -> anyhow::Result<AlertId> {
-        let mut book = self.shared.book.lock().unwrap_or_else(|e| e.into_inner());
-        let id = AlertId(book.next.max(1));
-        book.next = id.0 + 1;
-        book.open.insert(id.0, case.0);
-        self.save_book(&book)?;
-        Ok(id)
+    /// Numbers a new alert. Numbers are persisted a block at a time, before
+    /// any of them is used, so a restart never hands one out twice.
+    fn next_alert(&self) -> anyhow::Result<AlertId> {
+        let mut n = self
+            .shared
+            .numbers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        let id = n.next.max(1);
+        if id >= n.reserved {
+            let reserved = id + ALERT_BLOCK;
+            self.shared
+                .store
+                .put_state(ALERT_HW_KEY, reserved.to_string().as_bytes())?;
+            n.reserved = reserved;
+        }
+        n.next = id + 1;
+        Ok(AlertId(id))
     }
 
     /// Turns due actions into history events and messages.
@@ -488,8 +553,8 @@ impl Sla {
                 }
                 Action::Breach { run, due } => {
                     let target = tl.runs[*run].target;
-                    let alert = self.open_alert(case.id)?;
-                    fx.opened.push(alert);
+                    let alert = self.next_alert()?;
+                    fx.opened = true;
                     fx.events
                         .push(ev(target, "breached".into(), Some(format!("due {due}"))));
                     fx.events
@@ -564,7 +629,9 @@ impl Sla {
                 }
                 Action::Close { run, alert, why } => {
                     let target = tl.runs[*run].target;
-                    fx.closed.push(*alert);
+                    if let Some(a) = &tl.runs[*run].alert {
+                        fx.closed.push(a.opened);
+                    }
                     fx.events.push(ev(
                         target,
                         format!("alert {alert} closed"),

@@ -687,6 +687,142 @@ mod tests {
         assert_eq!(p.next, Some(t(560)));
     }
 
+    /// Due times through pauses and reopens, in business time: a P1 policy
+    /// on the Shanghai calendar (09:00-18:00 on weekdays, holidays on
+    /// 2026-10-01, 10-02 and 10-05) with a 2h first response and a 4h
+    /// resolution. Times are local (+08:00).
+    #[test]
+    fn due_times_through_pauses_and_reopens() {
+        use jiff::civil::Time;
+
+        let open: Time = "09:00".parse().unwrap();
+        let close: Time = "18:00".parse().unwrap();
+        let mut hours = [None; 7];
+        hours[..5].fill(Some((open, close)));
+        let mut s = settings(vec![]);
+        s.sla.calendars.insert(
+            "default".into(),
+            crate::config::Calendar {
+                timezone: TimeZone::get("Asia/Shanghai").unwrap(),
+                hours,
+                holidays: ["2026-10-01", "2026-10-02", "2026-10-05"]
+                    .iter()
+                    .map(|d| d.parse().unwrap())
+                    .collect(),
+            },
+        );
+        let p = s.sla.policies.get_mut(&Priority::P1).unwrap();
+        p.business_time = true;
+        p.first_response = Some(SignedDuration::from_hours(2));
+        p.resolution = Some(SignedDuration::from_hours(4));
+        let local = |s: &str| -> Timestamp { format!("{s}+08:00").parse().unwrap() };
+        use EventKind as K;
+        let claim = || K::Assigned {
+            assignee: "@a:x".into(),
+        };
+        let reply = || K::AgentMessage { text: "hi".into() };
+        #[rustfmt::skip]
+        type Row = (&'static str, Vec<(&'static str, EventKind)>, Target, &'static str);
+        let rows: Vec<Row> = vec![
+            (
+                "pause overnight carries the time left",
+                vec![
+                    ("2026-03-02T16:00", claim()),
+                    ("2026-03-02T17:00", K::WaitingOnCustomer),
+                    ("2026-03-03T10:00", K::Resumed),
+                ],
+                Target::FirstResponse,
+                "2026-03-03T11:00",
+            ),
+            (
+                "pause over a weekend",
+                vec![
+                    ("2026-03-06T17:00", claim()),
+                    ("2026-03-06T17:30", K::WaitingOnCustomer),
+                    ("2026-03-09T08:00", K::Resumed),
+                ],
+                Target::FirstResponse,
+                "2026-03-09T10:30",
+            ),
+            (
+                "resumed after hours: counting waits for opening",
+                vec![
+                    ("2026-03-02T09:00", claim()),
+                    ("2026-03-02T10:00", K::WaitingOnCustomer),
+                    ("2026-03-02T20:00", K::Resumed),
+                ],
+                Target::FirstResponse,
+                "2026-03-03T10:00",
+            ),
+            (
+                "two pauses",
+                vec![
+                    ("2026-03-02T09:00", claim()),
+                    ("2026-03-02T09:30", K::WaitingOnCustomer),
+                    ("2026-03-02T11:00", K::Resumed),
+                    ("2026-03-02T12:00", K::WaitingOnCustomer),
+                    ("2026-03-02T15:00", K::Resumed),
+                ],
+                Target::Resolution,
+                "2026-03-02T17:30",
+            ),
+            (
+                "reopen starts a full resolution target",
+                vec![
+                    ("2026-03-02T09:00", claim()),
+                    ("2026-03-02T09:10", reply()),
+                    ("2026-03-02T10:00", K::Resolved { playbook: None }),
+                    ("2026-03-06T17:00", K::Reopened),
+                ],
+                Target::Resolution,
+                "2026-03-09T12:00",
+            ),
+            (
+                "reopen before a holiday week",
+                vec![
+                    ("2026-09-30T09:00", claim()),
+                    ("2026-09-30T09:10", reply()),
+                    ("2026-09-30T10:00", K::Resolved { playbook: None }),
+                    ("2026-09-30T17:00", K::Reopened),
+                ],
+                Target::Resolution,
+                "2026-10-06T12:00",
+            ),
+        ];
+        for (name, events, target, due) in rows {
+            let opened = local(events[0].0);
+            let mut history = vec![Event {
+                seq: 0,
+                at: opened,
+                actor: "t".into(),
+                kind: EventKind::Opened(crate::case::NewCase {
+                    external_id: "T".into(),
+                    subject: String::new(),
+                    body: "b".into(),
+                    customer: Default::default(),
+                    channel: Default::default(),
+                    priority: Priority::P1,
+                    tags: vec![],
+                }),
+                reason: None,
+            }];
+            for (at, kind) in events {
+                history.push(Event {
+                    seq: history.len() as u32,
+                    at: local(at),
+                    actor: "t".into(),
+                    kind,
+                    reason: None,
+                });
+            }
+            let now = history.last().unwrap().at;
+            let tl = Timeline::build(CaseId(1), &history).unwrap();
+            let p = plan(&tl, &s, now);
+            let got = p.targets.iter().find(|t| t.target == target).map(|t| t.due);
+            assert_eq!(got, Some(Some(local(due))), "{name}");
+        }
+    }
+
     #[test]
     fn warning_labels() {
         assert_eq!(warning_label(Warning::Fraction(0.8)), "80%");

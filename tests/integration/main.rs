@@ -5,6 +5,8 @@ mod config;
 mod http;
 #[cfg(feature = "matrix")]
 mod matrix_adapter;
+#[cfg(feature = "matrix")]
+mod matrix_e2e;
 mod outbox;
 mod sla;
 mod store;

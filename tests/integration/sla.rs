@@ -497,6 +497,56 @@ async fn a_deadline_passed_while_down_fires_once_right_after_start() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn an_alert_whose_case_was_resolved_while_down_closes_at_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let fake = Arc::new(FakePlatform::new());
+    let clock = Clock::manual(start());
+    let h = SlaHarness::start(dir.path(), fake.clone(), clock.clone()).await;
+    p1_case(&h).await;
+    h.at(at(10, 0)).await;
+    assert_eq!(alerts(&h.sent()).len(), 1);
+    h.stop().await;
+
+    // Resolved from the command line while the bot is down.
+    {
+        let store = open_again(dir.path()).await;
+        store
+            .append(
+                CaseId(1),
+                "cli",
+                EventKind::Resolved { playbook: None },
+                None,
+                at(12, 0),
+            )
+            .unwrap();
+    }
+    clock.set(at(13, 0));
+    let h = SlaHarness::start(dir.path(), fake.clone(), clock.clone()).await;
+    assert_eq!(count(&h.sent(), "✅ **A-1** closed: C-1 was resolved."), 1);
+    assert!(pages(&h.sent()).is_empty(), "a closed alert pages nobody");
+
+    // Alert numbers continue after a clean restart.
+    h.say(
+        INTAKE,
+        ALICE,
+        "!escalate 转账显示处理中，对方还没收到",
+        None,
+    );
+    h.settle().await;
+    let root = h.root("C-2");
+    h.say(TEAM, ALICE, "!priority p1", Some(&root));
+    h.at(at(23, 0)).await;
+    let a = alerts(&h.sent()).into_iter().cloned().collect::<Vec<_>>();
+    assert_eq!(a.len(), 2);
+    assert!(
+        a[1].text.starts_with("🚨 **A-2** · **C-2**"),
+        "{}",
+        a[1].text
+    );
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn snooze_delays_the_escalation() {
     let dir = tempfile::tempdir().unwrap();
     let h = SlaHarness::start(
