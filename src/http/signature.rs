@@ -92,27 +92,27 @@ mod tests {
             Ok(())
         );
         assert_eq!(
-            verify(Some(&h), body, &[new.clone()], 1010),
+            verify(Some(&h), body, std::slice::from_ref(&new), 1010),
             Err(SignatureError::Mismatch)
         );
         assert_eq!(
-            verify(Some(&h), b"{}", &[old.clone()], 1010),
+            verify(Some(&h), b"{}", std::slice::from_ref(&old), 1010),
             Err(SignatureError::Mismatch)
         );
         assert_eq!(
-            verify(Some(&h), body, &[old.clone()], 1000 + 301),
+            verify(Some(&h), body, std::slice::from_ref(&old), 1000 + 301),
             Err(SignatureError::Stale)
         );
         assert_eq!(
-            verify(Some(&h), body, &[old.clone()], 1000 - 301),
+            verify(Some(&h), body, std::slice::from_ref(&old), 1000 - 301),
             Err(SignatureError::Stale)
         );
         assert_eq!(
-            verify(None, body, &[old.clone()], 1000),
+            verify(None, body, std::slice::from_ref(&old), 1000),
             Err(SignatureError::Missing)
         );
         assert_eq!(
-            verify(Some("v1=zz"), body, &[old.clone()], 1000),
+            verify(Some("v1=zz"), body, std::slice::from_ref(&old), 1000),
             Err(SignatureError::Malformed)
         );
         assert_eq!(
