@@ -45,7 +45,7 @@ use crate::store::{CaseFilter, Store};
 
 /// How many cases fire at once. Each firing waits for a disk flush; running
 /// several lets the store's group commit share flushes between them.
-const FIRE_CONCURRENCY: usize = 32;
+const FIRE_CONCURRENCY: usize = 128;
 /// Number of per-case locks (cases share a stripe by number).
 const STRIPES: usize = 256;
 /// Store state key of the alert-number high-water mark: every number
