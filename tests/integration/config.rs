@@ -228,3 +228,23 @@ fn check_command_lists_errors_and_exits_1() {
         "{stdout}"
     );
 }
+
+#[test]
+fn matrix_example_config_is_valid() {
+    let src =
+        std::fs::read_to_string(super::util::root().join("config/matrix.example.toml")).unwrap();
+    let errs = parse(&src, &[]).unwrap_err();
+    assert!(
+        errs.to_string()
+            .contains("CASEROOM_MATRIX_PASSWORD is not set"),
+        "{errs}"
+    );
+    let cfg = parse(&src, &[("CASEROOM_MATRIX_PASSWORD", "pw")]).unwrap();
+    let m = cfg.matrix.expect("matrix enabled");
+    assert_eq!(m.user_id, "@caseroom:example.org");
+    assert_eq!(cfg.rooms.intake, ["#support-intake:example.org"]);
+    assert!(
+        cfg.roles
+            .has("@lena:example.org", caseroom::config::Role::Lead)
+    );
+}

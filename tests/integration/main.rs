@@ -12,4 +12,5 @@ mod matrix_e2e;
 mod outbox;
 mod sla;
 mod store;
+mod suggest;
 mod util;
