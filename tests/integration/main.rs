@@ -9,6 +9,8 @@ mod matrix_adapter;
 mod matrix_crash;
 #[cfg(feature = "matrix")]
 mod matrix_e2e;
+#[cfg(feature = "matrix")]
+mod matrix_sla;
 mod outbox;
 mod sla;
 mod store;
