@@ -162,10 +162,14 @@ async fn room_sender(
                         let d = Timestamp::now().duration_since(q);
                         crate::http::metrics::delivery_latency(d.try_into().unwrap_or_default());
                     }
-                    if let Err(e) =
-                        store.delivered(seq, &msg, platform.name(), &id, Timestamp::now())
-                    {
-                        tracing::error!(seq, "delivered but not recorded: {e}");
+                    // Waiting asynchronously keeps the worker free for others.
+                    match store.delivered(seq, &msg, platform.name(), &id, Timestamp::now()) {
+                        Ok(d) => {
+                            if let Err(e) = d.wait_async().await {
+                                tracing::error!(seq, "delivered but not recorded: {e}");
+                            }
+                        }
+                        Err(e) => tracing::error!(seq, "delivered but not recorded: {e}"),
                     }
                     break;
                 }

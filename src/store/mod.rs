@@ -474,7 +474,8 @@ impl Store {
 
     /// Records a delivered message: removes it from the outbox, remembers its
     /// platform id under `record_as`, maps a case's root message to the case,
-    /// and notes the delivery in the case history, in one write.
+    /// and notes the delivery in the case history, in one write. The record
+    /// is durable once the returned [`Durable`] resolves.
     pub fn delivered(
         &self,
         seq: u64,
@@ -482,7 +483,7 @@ impl Store {
         platform: &str,
         message_id: &str,
         at: Timestamp,
-    ) -> Result<(), StoreError> {
+    ) -> Result<Durable, StoreError> {
         let guard = self.shared.write.lock().unwrap_or_else(|e| e.into_inner());
         let mut batch = sled::Batch::default();
         batch.remove(outbox_key(b'o', seq));
@@ -520,8 +521,7 @@ impl Store {
         self.db().apply_batch(batch)?;
         let ticket = self.shared.commit.written();
         drop(guard);
-        ticket.wait()?;
-        Ok(())
+        Ok(ticket)
     }
 
     /// Sets aside a message that can never be delivered, so its room's queue
