@@ -11,4 +11,6 @@ mod event;
 mod model;
 
 pub use event::{Event, EventKind, NewCase};
-pub use model::{Case, CaseId, Channel, Customer, Priority, Status, TransitionError};
+pub use model::{
+    Case, CaseId, Channel, Customer, Priority, Status, TransitionError, parse_short_id,
+};

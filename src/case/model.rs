@@ -26,19 +26,23 @@ impl FromStr for CaseId {
 
     /// Accepts `C-1042`, `c-1042`, `#1042` and `1042`.
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let t = s.trim();
-        let digits = t
-            .strip_prefix("C-")
-            .or_else(|| t.strip_prefix("c-"))
-            .or_else(|| t.strip_prefix('#'))
-            .unwrap_or(t);
-        digits
-            .parse::<u64>()
-            .ok()
-            .filter(|n| *n > 0)
+        parse_short_id(s, 'C')
             .map(CaseId)
             .ok_or_else(|| format!("`{s}` is not a case id (expected something like C-1042)"))
     }
+}
+
+/// Parses a short id such as `C-1042` (or `c-1042`, `#1042`, `1042`) for
+/// the given letter; ids start at 1.
+pub fn parse_short_id(s: &str, letter: char) -> Option<u64> {
+    let t = s.trim();
+    let digits = t
+        .strip_prefix(letter.to_ascii_uppercase())
+        .or_else(|| t.strip_prefix(letter.to_ascii_lowercase()))
+        .and_then(|r| r.strip_prefix('-'))
+        .or_else(|| t.strip_prefix('#'))
+        .unwrap_or(t);
+    digits.parse::<u64>().ok().filter(|n| *n > 0)
 }
 
 impl From<CaseId> for String {

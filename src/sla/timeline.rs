@@ -99,16 +99,7 @@ impl FromStr for AlertId {
     type Err = String;
     /// Accepts `A-7`, `a-7`, `#7` and `7`.
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let t = s.trim();
-        let digits = t
-            .strip_prefix("A-")
-            .or_else(|| t.strip_prefix("a-"))
-            .or_else(|| t.strip_prefix('#'))
-            .unwrap_or(t);
-        digits
-            .parse::<u64>()
-            .ok()
-            .filter(|n| *n > 0)
+        crate::case::parse_short_id(s, 'A')
             .map(AlertId)
             .ok_or_else(|| format!("`{s}` is not an alert id (expected something like A-7)"))
     }
