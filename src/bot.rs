@@ -150,6 +150,7 @@ impl Bot {
             tracing::debug!(event = %msg.event_id, "already handled");
             return Ok(());
         }
+        self.remove_secrets(msg)?;
         match &msg.kind {
             IncomingKind::Message { text, thread_root } => {
                 let case = match thread_root {
@@ -213,6 +214,47 @@ impl Bot {
             }
         }
         s.outbox.wake();
+        Ok(())
+    }
+
+    /// Card numbers, CVVs, passwords and codes must not stay in chat: a
+    /// message in one of our rooms that holds one (or an escalated message
+    /// that does) is removed, with a note saying why. The case keeps a
+    /// redacted copy.
+    fn remove_secrets(&self, msg: &Incoming) -> anyhow::Result<()> {
+        let rooms = &self.shared.config.rooms;
+        let ours =
+            msg.room == rooms.team || msg.room == rooms.oncall || rooms.intake.contains(&msg.room);
+        let (target, text, thread) = match &msg.kind {
+            IncomingKind::Message { text, thread_root } => {
+                (msg.event_id.as_str(), text.as_str(), thread_root.clone())
+            }
+            IncomingKind::Reaction {
+                key,
+                target,
+                target_text: Some(text),
+                ..
+            } if *key == self.shared.config.escalate_reaction => {
+                (target.as_str(), text.as_str(), Some(target.clone()))
+            }
+            _ => return Ok(()),
+        };
+        if !ours || redact(text) == text {
+            return Ok(());
+        }
+        let reason = "contained a card number, CVV, password or one-time code";
+        let out = vec![
+            Outgoing::redaction(msg.room.clone(), target, reason),
+            Outgoing::new(
+                msg.room.clone(),
+                format!("🔒 I removed a message here because it {reason}. Cases keep a redacted copy; please do not paste these into chat."),
+            )
+            .in_thread(thread.map(ThreadRef::Message)),
+        ];
+        tracing::info!(room = %msg.room, event = target, "removing a message with sensitive data");
+        self.shared
+            .store
+            .commit(None, "bot", self.now(), vec![], out, None)?;
         Ok(())
     }
 

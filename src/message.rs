@@ -75,6 +75,10 @@ pub struct Outgoing {
     /// `root` for a case's root message (its thread), else what it is.
     #[serde(default)]
     pub what: String,
+    /// Instead of posting `text`, remove this earlier message (someone
+    /// pasted a card number, CVV, password or code); `text` is the reason.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub redacts: Option<String>,
     /// When it entered the outbox (set by the store), for delivery latency.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub queued_at: Option<jiff::Timestamp>,
@@ -91,8 +95,21 @@ impl Outgoing {
             record_as: None,
             case: None,
             what: "reply".into(),
+            redacts: None,
             queued_at: None,
         }
+    }
+
+    /// Removes message `event_id` from `room`, giving `reason`.
+    pub fn redaction(
+        room: impl Into<String>,
+        event_id: impl Into<String>,
+        reason: impl Into<String>,
+    ) -> Outgoing {
+        let mut out = Outgoing::new(room, reason);
+        out.redacts = Some(event_id.into());
+        out.what = "redaction".into();
+        out
     }
 
     pub fn in_thread(mut self, thread: Option<ThreadRef>) -> Outgoing {

@@ -63,6 +63,15 @@ impl Platform for ConsolePlatform {
             };
             let _guard = self.out.lock().unwrap_or_else(|e| e.into_inner());
             let mut out = std::io::stdout().lock();
+            if let Some(target) = &msg.redacts {
+                let _ = writeln!(
+                    out,
+                    "\n(caseroom removed message {target} in [{}]: {})",
+                    msg.room, msg.text
+                );
+                let _ = out.flush();
+                return Ok(id);
+            }
             let _ = writeln!(out, "\n┌─ [{place}] caseroom");
             for line in msg.text.lines() {
                 let _ = writeln!(out, "│ {line}");

@@ -17,6 +17,8 @@ pub struct Sent {
     pub thread_root: Option<String>,
     pub mentions: Vec<String>,
     pub txn_id: String,
+    /// Set when this was a removal of an earlier message.
+    pub redacts: Option<String>,
 }
 
 /// A fake chat server. Like Matrix, it deduplicates by transaction id: a
@@ -106,6 +108,7 @@ impl Platform for FakePlatform {
                 thread_root: thread_root.map(str::to_owned),
                 mentions: msg.mentions.clone(),
                 txn_id: txn_id.to_owned(),
+                redacts: msg.redacts.clone(),
             });
             Ok(id)
         })

@@ -507,6 +507,9 @@ impl MatrixPlatform {
         let room_id = RoomId::parse(msg.room.as_str()).map_err(|e| {
             SendError::Permanent(format!("{:?} is not a Matrix room id: {e}", msg.room))
         })?;
+        if let Some(target) = &msg.redacts {
+            return self.redact(&room_id, target, &msg.text, txn_id).await;
+        }
         let mentions: Vec<OwnedUserId> = msg
             .mentions
             .iter()
@@ -541,6 +544,37 @@ impl MatrixPlatform {
             .await
             .map_err(|e| send_error(&e))?;
         debug!(room = %room_id, event = %response.event_id, "sent a Matrix message");
+        Ok(response.event_id.to_string())
+    }
+}
+
+impl MatrixPlatform {
+    /// Removes someone's message (`m.room.redaction`); needs the bot to have
+    /// the room's redact power level (usually 50).
+    async fn redact(
+        &self,
+        room_id: &RoomId,
+        target: &str,
+        reason: &str,
+        txn_id: &str,
+    ) -> Result<String, SendError> {
+        let event_id = EventId::parse(target).map_err(|e| {
+            SendError::Permanent(format!("{target:?} is not a Matrix event id: {e}"))
+        })?;
+        let mut request = matrix_sdk::ruma::api::client::redact::redact_event::v3::Request::new(
+            room_id.to_owned(),
+            event_id,
+            txn_id.into(),
+        );
+        request.reason = Some(reason.to_owned());
+        let config = RequestConfig::new().disable_retry().timeout(SEND_TIMEOUT);
+        let response = self
+            .client
+            .send(request)
+            .with_request_config(config)
+            .await
+            .map_err(|e| send_error(&e))?;
+        debug!(room = %room_id, redacted = target, "redacted a Matrix message");
         Ok(response.event_id.to_string())
     }
 }

@@ -52,7 +52,7 @@ async fn escalation_opens_one_case_with_root_and_suggestion_thread() {
     );
     let ack = sent
         .iter()
-        .find(|m| m.room == INTAKE)
+        .find(|m| m.room == INTAKE && m.text.contains("Opened"))
         .expect("ack in intake");
     assert!(ack.text.contains("Opened **C-1**"));
     for m in &sent {
@@ -62,6 +62,17 @@ async fn escalation_opens_one_case_with_root_and_suggestion_thread() {
             m.text
         );
     }
+    // The agent's pasted message itself is removed from the intake room.
+    let removal = sent
+        .iter()
+        .find(|m| m.redacts.is_some())
+        .expect("the pasted card number is removed");
+    assert_eq!(removal.room, INTAKE);
+    assert_eq!(removal.redacts.as_deref(), Some(ev.as_str()));
+    assert!(
+        sent.iter()
+            .any(|m| m.room == INTAKE && m.text.starts_with("🔒 I removed a message"))
+    );
     let case = h.store.case(CaseId(1)).unwrap().unwrap();
     assert_eq!(case.status, Status::Triaged);
     assert_eq!(case.suggested_playbook.as_deref(), Some("payment-failed"));

@@ -169,6 +169,14 @@ async fn escalate_work_and_restart_on_synapse() {
     let intake = new_room(&agent, &[&bot]).await;
     lead.join_room_by_id(&team).await.expect("lead joins");
     agent.sync_once(Default::default()).await.unwrap();
+    // Moderator rights, so the bot can remove pasted card numbers.
+    let bot_uid: matrix_sdk::ruma::OwnedUserId = bot.parse().unwrap();
+    for room in [&team, &intake] {
+        let r = agent.get_room(room).expect("agent knows the room");
+        r.update_power_levels(vec![(&bot_uid, matrix_sdk::ruma::Int::new(50).unwrap())])
+            .await
+            .expect("give the bot power level 50");
+    }
     lead.sync_once(Default::default()).await.unwrap();
 
     let dir = tempfile::tempdir().unwrap();
@@ -318,9 +326,9 @@ async fn escalate_work_and_restart_on_synapse() {
         })
         .count();
     assert_eq!(roots, 1, "one root message for the case");
-    // The agent's own escalation message is theirs; nothing the bot posts
-    // (root, thread, replies) carries the card number.
-    for e in all.iter().filter(|e| e.sender() == bot) {
+    // The bot removed the agent's pasted message, and nothing it posts
+    // carries the card number: it appears nowhere in the rooms.
+    for e in &all {
         let html = e.0["content"]["formatted_body"]
             .as_str()
             .unwrap_or_default();
@@ -331,6 +339,10 @@ async fn escalate_work_and_restart_on_synapse() {
             e.body()
         );
     }
+    assert!(
+        all.iter()
+            .any(|e| e.sender() == bot && e.body().starts_with("🔒 I removed a message"))
+    );
     let store = caseroom::store::Store::open(dir.path()).unwrap();
     let case = store.case(caseroom::case::CaseId(1)).unwrap().unwrap();
     assert_eq!(case.status, caseroom::case::Status::Resolved);
