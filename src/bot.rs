@@ -431,6 +431,51 @@ impl Bot {
         Ok((opened.case, opened.created, durable))
     }
 
+    /// The customer wrote again on ticket `external_id` (a helpdesk
+    /// update): recorded (redacted) in the history and posted in the case
+    /// thread mentioning the assignee; a waiting case resumes and a resolved
+    /// one reopens. `None` when no case has that external id; a closed case
+    /// is refused with a transition error.
+    pub fn customer_message(&self, external_id: &str, text: &str) -> anyhow::Result<Option<Case>> {
+        let s = &self.shared;
+        let Some(case) = s.store.case_by_external(external_id)? else {
+            return Ok(None);
+        };
+        let text = redact(text).into_owned();
+        let mut events = vec![(EventKind::CustomerMessage { text: text.clone() }, None)];
+        match case.status {
+            crate::case::Status::WaitingOnCustomer => {
+                events.push((EventKind::Resumed, Some("the customer replied".into())))
+            }
+            crate::case::Status::Resolved => {
+                events.push((EventKind::Reopened, Some("the customer replied".into())))
+            }
+            _ => {}
+        }
+        let out = Outgoing::new(
+            s.config.rooms.team.clone(),
+            format!(
+                "💬 **{}** — the customer wrote:\n{}",
+                case.id,
+                view::quote(&text)
+            ),
+        )
+        .in_thread(Some(ThreadRef::Key(root_key(case.id))))
+        .about(case.id, "customer")
+        .mention(case.assignee.clone());
+        let updated = s.store.commit(
+            Some(case.id),
+            "webhook",
+            self.now(),
+            events,
+            vec![out],
+            None,
+        )?;
+        self.case_changed(case.id);
+        s.outbox.wake();
+        Ok(updated)
+    }
+
     /// Tells the outbox there are new messages.
     pub fn wake_outbox(&self) {
         self.shared.outbox.wake();

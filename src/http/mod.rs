@@ -19,7 +19,7 @@ use std::time::Instant;
 
 use axum::Router;
 use axum::body::{Body, Bytes};
-use axum::extract::{ConnectInfo, Request, State};
+use axum::extract::{ConnectInfo, Path, Request, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -70,6 +70,7 @@ impl AppState {
 pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/v1/tickets", post(create_ticket))
+        .route("/v1/tickets/{external_id}/messages", post(customer_message))
         .route(
             "/healthz",
             get(|| async { Json200(json!({"status": "ok"})) }),
@@ -150,14 +151,15 @@ struct CustomerIn {
     language: Option<String>,
 }
 
-async fn create_ticket(State(st): State<AppState>, req: Request) -> Response {
-    let started = Instant::now();
+/// The checks every signed webhook request passes before its JSON is read:
+/// draining, rate limit, content type, size, signature. Returns the raw body.
+async fn signed_body(st: &AppState, req: Request) -> Result<Bytes, Response> {
     if st.draining.load(Ordering::SeqCst) {
-        return error(
+        return Err(error(
             StatusCode::SERVICE_UNAVAILABLE,
             "shutting_down",
             "shutting down; retry shortly",
-        );
+        ));
     }
     let client = req
         .extensions()
@@ -165,19 +167,19 @@ async fn create_ticket(State(st): State<AppState>, req: Request) -> Response {
         .map(|c| c.0.ip())
         .unwrap_or(IpAddr::from([127, 0, 0, 1]));
     if !st.limiter.allow(client) {
-        return error(
+        return Err(error(
             StatusCode::TOO_MANY_REQUESTS,
             "rate_limited",
             "too many requests from this client; slow down",
-        );
+        ));
     }
     let (parts, body) = req.into_parts();
     if !is_json(&parts.headers) {
-        return error(
+        return Err(error(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
             "bad_content_type",
             "Content-Type must be application/json",
-        );
+        ));
     }
     let limit = st.config.max_body_bytes;
     let declared = parts
@@ -186,20 +188,20 @@ async fn create_ticket(State(st): State<AppState>, req: Request) -> Response {
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<usize>().ok());
     if declared.is_some_and(|n| n > limit) {
-        return error(
+        return Err(error(
             StatusCode::PAYLOAD_TOO_LARGE,
             "too_large",
             format!("body is larger than {limit} bytes"),
-        );
+        ));
     }
     let bytes: Bytes = match axum::body::to_bytes(Body::new(body), limit).await {
         Ok(b) => b,
         Err(_) => {
-            return error(
+            return Err(error(
                 StatusCode::PAYLOAD_TOO_LARGE,
                 "too_large",
                 format!("body is larger than {limit} bytes"),
-            );
+            ));
         }
     };
     let sig = parts
@@ -213,8 +215,21 @@ async fn create_ticket(State(st): State<AppState>, req: Request) -> Response {
         jiff::Timestamp::now().as_second(),
     ) {
         tracing::warn!(%client, "webhook refused: {e}");
-        return error(StatusCode::UNAUTHORIZED, "bad_signature", e.to_string());
+        return Err(error(
+            StatusCode::UNAUTHORIZED,
+            "bad_signature",
+            e.to_string(),
+        ));
     }
+    Ok(bytes)
+}
+
+async fn create_ticket(State(st): State<AppState>, req: Request) -> Response {
+    let started = Instant::now();
+    let bytes = match signed_body(&st, req).await {
+        Ok(b) => b,
+        Err(resp) => return resp,
+    };
     let ticket: TicketIn = match serde_json::from_slice(&bytes) {
         Ok(t) => t,
         Err(e) if e.is_data() => {
@@ -277,6 +292,90 @@ async fn create_ticket(State(st): State<AppState>, req: Request) -> Response {
         axum::Json(json!({"case_id": case.id.to_string(), "created": created})),
     )
         .into_response()
+}
+
+/// A later message from the customer on a ticket (a helpdesk update).
+#[derive(Debug, Deserialize)]
+struct MessageIn {
+    body: String,
+}
+
+/// `POST /v1/tickets/{external_id}/messages`: the customer wrote again. The
+/// text goes into the case history and its thread, restarts the next-response
+/// clock, and brings a waiting case back (a resolved one is reopened).
+async fn customer_message(
+    State(st): State<AppState>,
+    Path(external_id): Path<String>,
+    req: Request,
+) -> Response {
+    let bytes = match signed_body(&st, req).await {
+        Ok(b) => b,
+        Err(resp) => return resp,
+    };
+    let msg: MessageIn = match serde_json::from_slice(&bytes) {
+        Ok(m) => m,
+        Err(e) if e.is_data() => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "bad_request",
+                format!("invalid message: {e}"),
+            );
+        }
+        Err(e) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "bad_request",
+                format!("malformed JSON: {e}"),
+            );
+        }
+    };
+    if msg.body.trim().is_empty() {
+        return error(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid",
+            "body must not be empty",
+        );
+    }
+    let bot = st.bot.clone();
+    let ext = external_id.clone();
+    // A store commit waits for the flush: off the async workers.
+    let result = tokio::task::spawn_blocking(move || bot.customer_message(&ext, &msg.body)).await;
+    match result {
+        Ok(Ok(Some(case))) => {
+            metrics::ticket("customer_message");
+            (
+                StatusCode::OK,
+                axum::Json(json!({"case_id": case.id.to_string(), "status": case.status.as_str()})),
+            )
+                .into_response()
+        }
+        Ok(Ok(None)) => error(
+            StatusCode::NOT_FOUND,
+            "unknown_ticket",
+            format!("no case for external_id `{external_id}`"),
+        ),
+        Ok(Err(e)) => match e.downcast_ref::<crate::store::StoreError>() {
+            Some(crate::store::StoreError::Transition(t)) => {
+                error(StatusCode::CONFLICT, "conflict", t.to_string())
+            }
+            _ => {
+                tracing::error!("storing a customer message failed: {e:#}");
+                error(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "error",
+                    "could not store the message; retry",
+                )
+            }
+        },
+        Err(e) => {
+            tracing::error!("customer message handler panicked: {e}");
+            error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "error",
+                "could not store the message; retry",
+            )
+        }
+    }
 }
 
 fn is_json(headers: &HeaderMap) -> bool {

@@ -361,3 +361,76 @@ async fn raw(addr: std::net::SocketAddr, req: &str) -> (u16, String) {
         .unwrap_or(0);
     (status, out)
 }
+
+fn signed_to(path: &str, body: &str) -> Request<Body> {
+    Request::post(path)
+        .header("content-type", "application/json")
+        .header("x-caseroom-signature", sign(SECRET, now(), body.as_bytes()))
+        .body(Body::from(body.to_owned()))
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn customer_replies_resume_waiting_cases_and_reach_the_thread() {
+    let dir = tempfile::tempdir().unwrap();
+    let h = Harness::start(dir.path());
+    let app = router(state(&h, 100_000));
+    let (status, _) = call(&app, signed(&ticket("ZD-7"))).await;
+    assert_eq!(status, StatusCode::CREATED);
+    h.settle().await;
+    let root = h.root("C-1");
+    h.say(TEAM, ALICE, "!claim", Some(&root));
+    h.say(TEAM, ALICE, "!wait", Some(&root));
+
+    let reply = r#"{"body": "Here is the screenshot, my CVV is 123"}"#;
+    let (status, json) = call(&app, signed_to("/v1/tickets/ZD-7/messages", reply)).await;
+    assert_eq!(status, StatusCode::OK, "{json}");
+    assert_eq!(
+        json["status"], "assigned",
+        "a waiting case resumes when the customer replies"
+    );
+    h.settle().await;
+    let posted = h.last();
+    assert_eq!(posted.thread_root.as_deref(), Some(root.as_str()));
+    assert!(
+        posted.text.contains("the customer wrote") && !posted.text.contains("123"),
+        "{}",
+        posted.text
+    );
+    assert_eq!(posted.mentions, vec![ALICE.to_owned()]);
+    let kinds: Vec<&str> = h
+        .store
+        .events(caseroom::case::CaseId(1))
+        .unwrap()
+        .iter()
+        .map(|e| e.kind.name())
+        .collect();
+    assert!(
+        kinds.contains(&"customer_message")
+            && kinds.ends_with(&["customer_message", "resumed", "posted"]),
+        "{kinds:?}"
+    );
+
+    for (path, body, want) in [
+        ("/v1/tickets/NOPE/messages", reply, StatusCode::NOT_FOUND),
+        (
+            "/v1/tickets/ZD-7/messages",
+            r#"{"body": "  "}"#,
+            StatusCode::UNPROCESSABLE_ENTITY,
+        ),
+        (
+            "/v1/tickets/ZD-7/messages",
+            r#"{"text": "x"}"#,
+            StatusCode::BAD_REQUEST,
+        ),
+    ] {
+        let (status, json) = call(&app, signed_to(path, body)).await;
+        assert_eq!(status, want, "{path} {body}: {json}");
+    }
+    let unsigned = Request::post("/v1/tickets/ZD-7/messages")
+        .header("content-type", "application/json")
+        .body(Body::from(reply))
+        .unwrap();
+    assert_eq!(call(&app, unsigned).await.0, StatusCode::UNAUTHORIZED);
+    h.stop().await;
+}
