@@ -23,6 +23,11 @@ use crate::message::{Outgoing, ThreadRef};
 use crate::platform::{Platform, SendError};
 use crate::store::Store;
 
+/// How many of the newest outbox numbers a wake looks at.
+const SCAN_WINDOW: u64 = 4096;
+/// How often the whole outbox is scanned.
+const FULL_SCAN_EVERY: Duration = Duration::from_secs(5);
+
 /// Longest wait between retries of a failing delivery.
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
 /// How often a message whose thread root is not yet known is retried before
@@ -61,14 +66,30 @@ impl Outbox {
             let mut rooms: HashMap<String, mpsc::UnboundedSender<(u64, Outgoing)>> = HashMap::new();
             // Messages handed to a room sender and not yet delivered. Batches
             // from concurrent writers can land out of number order, so this
-            // is a set, not a high-water mark.
+            // is a set, not a high-water mark; an entry leaves it only when a
+            // full scan shows the message is no longer pending.
             let mut dispatched: std::collections::BTreeSet<u64> = Default::default();
+            // A wake scans only the newest numbers (a window wide enough for
+            // out-of-order landings), so a long backlog in a slow room does
+            // not make every wake read the whole outbox; a full scan runs
+            // every few seconds to catch anything else.
+            let mut high = 0u64;
+            let mut last_full: Option<std::time::Instant> = None;
             loop {
-                match store.outbox_seqs() {
+                let full = last_full.is_none_or(|t| t.elapsed() >= FULL_SCAN_EVERY);
+                let from = if full {
+                    0
+                } else {
+                    high.saturating_sub(SCAN_WINDOW)
+                };
+                match store.outbox_seqs_from(from) {
                     Ok(pending) => {
-                        let still: std::collections::BTreeSet<u64> =
-                            pending.iter().copied().collect();
-                        dispatched.retain(|s| still.contains(s));
+                        if full {
+                            let still: std::collections::BTreeSet<u64> =
+                                pending.iter().copied().collect();
+                            dispatched.retain(|s| still.contains(s));
+                            last_full = Some(std::time::Instant::now());
+                        }
                         for seq in pending {
                             if dispatched.contains(&seq) {
                                 continue;
@@ -82,6 +103,7 @@ impl Outbox {
                                 }
                             };
                             dispatched.insert(seq);
+                            high = high.max(seq);
                             let tx = rooms.entry(msg.room.clone()).or_insert_with(|| {
                                 let (tx, rx) = mpsc::unbounded_channel();
                                 tracker2.spawn(room_sender(
@@ -100,6 +122,7 @@ impl Outbox {
                 tokio::select! {
                     _ = shutdown.cancelled() => return,
                     _ = wake.notified() => {}
+                    _ = tokio::time::sleep(FULL_SCAN_EVERY) => {}
                 }
             }
         });

@@ -449,10 +449,11 @@ impl Store {
             .collect()
     }
 
-    /// Numbers of the messages waiting in the outbox, in order (no parsing).
-    pub fn outbox_seqs(&self) -> Result<Vec<u64>, StoreError> {
+    /// Numbers of the messages waiting in the outbox from `from` on, in
+    /// order (keys only, nothing parsed).
+    pub fn outbox_seqs_from(&self, from: u64) -> Result<Vec<u64>, StoreError> {
         self.db()
-            .scan_prefix(b"o")
+            .range(outbox_key(b'o', from)..outbox_key(b'o', u64::MAX))
             .keys()
             .map(|k| decode_u64(&k?[1..]))
             .collect()

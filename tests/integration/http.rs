@@ -381,6 +381,7 @@ async fn customer_replies_resume_waiting_cases_and_reach_the_thread() {
     let root = h.root("C-1");
     h.say(TEAM, ALICE, "!claim", Some(&root));
     h.say(TEAM, ALICE, "!wait", Some(&root));
+    h.settle().await;
 
     let reply = r#"{"body": "Here is the screenshot, my CVV is 123"}"#;
     let (status, json) = call(&app, signed_to("/v1/tickets/ZD-7/messages", reply)).await;
