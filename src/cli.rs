@@ -473,6 +473,12 @@ enum ExportRecord {
         event: Event,
     },
     History(HistoryItem),
+    /// A link between a case and chat (thread root, delivered message id),
+    /// so a restored bot keeps working in the existing threads.
+    Link {
+        key: String,
+        value: String,
+    },
 }
 
 /// Writes every case, its events and the learned history as JSON Lines.
@@ -486,6 +492,11 @@ pub fn export(store: &Store, out: &mut impl Write) -> Result<()> {
             serde_json::to_writer(&mut *out, &ExportRecord::Event { case: id, event })?;
             out.write_all(b"\n")?;
         }
+    }
+    for (key, value) in store.case_links()? {
+        let value = hex::encode(value);
+        serde_json::to_writer(&mut *out, &ExportRecord::Link { key, value })?;
+        out.write_all(b"\n")?;
     }
     for item in store.history()? {
         serde_json::to_writer(&mut *out, &ExportRecord::History(item))?;
@@ -510,6 +521,7 @@ fn import(store: &Store, file: &Path, force: bool) -> Result<i32> {
     };
     let mut cases: Vec<(Case, Vec<Event>)> = Vec::new();
     let mut history = Vec::new();
+    let mut links: Vec<(String, Vec<u8>)> = Vec::new();
     for (n, line) in reader.lines().enumerate() {
         let line = line?;
         if line.trim().is_empty() {
@@ -528,6 +540,12 @@ fn import(store: &Store, file: &Path, force: bool) -> Result<i32> {
                 ),
             },
             ExportRecord::History(h) => history.push(h),
+            ExportRecord::Link { key, value } => {
+                let value = hex::decode(&value).with_context(|| {
+                    format!("{}: line {}: link value is not hex", file.display(), n + 1)
+                })?;
+                links.push((key, value));
+            }
         }
     }
     // Rebuild each case from its events and insist it matches the exported
@@ -546,7 +564,13 @@ fn import(store: &Store, file: &Path, force: bool) -> Result<i32> {
     }
     let n = store.import_cases(batch)?;
     let h = store.add_history(&history)?;
-    eprintln!("imported {n} cases and {h} history examples");
+    for (key, value) in &links {
+        store.put_state(key, value)?;
+    }
+    eprintln!(
+        "imported {n} cases, {h} history examples and {} chat links",
+        links.len()
+    );
     Ok(0)
 }
 

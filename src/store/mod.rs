@@ -698,6 +698,21 @@ impl Store {
         Ok(self.db().get(state_key(key))?.map(|v| v.to_vec()))
     }
 
+    /// The state that ties cases to chat (which message is a case's thread
+    /// root, which platform id a sent message got), for export. Sessions,
+    /// sync tokens and handled-event markers are left out: they hold secrets
+    /// or belong to one deployment's chat account.
+    pub fn case_links(&self) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
+        let mut out = Vec::new();
+        for prefix in ["thread:", "posted:"] {
+            for kv in self.db().scan_prefix(state_key(prefix)) {
+                let (k, v) = kv?;
+                out.push((String::from_utf8_lossy(&k[1..]).into_owned(), v.to_vec()));
+            }
+        }
+        Ok(out)
+    }
+
     /// Durably stores adapter state.
     pub fn put_state(&self, key: &str, value: &[u8]) -> Result<(), StoreError> {
         self.db().insert(state_key(key), value)?;

@@ -472,3 +472,44 @@ async fn a_restart_continues_and_never_answers_twice() {
     assert_eq!(h.last().thread_root.as_deref(), Some(root.as_str()));
     h.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_restored_backup_keeps_its_threads() {
+    let dir = tempfile::tempdir().unwrap();
+    let h = Harness::start(dir.path());
+    h.say(
+        INTAKE,
+        ALICE,
+        "!escalate refund not received for order 9981",
+        None,
+    );
+    h.settle().await;
+    let root = h.root("C-1");
+    h.stop().await;
+    // sled may hold the directory lock a moment after the last handle.
+    let mut export = String::new();
+    for _ in 0..50 {
+        let out = super::util::caseroom(dir.path(), &["export"]);
+        if out.status.success() {
+            export = String::from_utf8(out.stdout).unwrap();
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert!(export.contains("\"record\":\"link\""), "{export}");
+    let file = dir.path().join("backup.jsonl");
+    std::fs::write(&file, export).unwrap();
+    let restored = tempfile::tempdir().unwrap();
+    super::util::caseroom_ok(restored.path(), &["import", file.to_str().unwrap()]);
+    let h = Harness::start(restored.path());
+    // A command in the old thread still reaches the case after the restore.
+    h.say(TEAM, ALICE, "!claim", Some(&root));
+    h.settle().await;
+    assert!(
+        h.last().text.contains("claimed **C-1**"),
+        "{}",
+        h.last().text
+    );
+    assert_eq!(h.last().thread_root.as_deref(), Some(root.as_str()));
+    h.stop().await;
+}
