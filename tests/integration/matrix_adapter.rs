@@ -189,7 +189,11 @@ fn text_of(incoming: &Incoming) -> (&str, Option<&str>) {
 }
 
 /// A room created by `owner`, inviting `invite`.
-async fn create_room(owner: &Client, invite: &[&str], alias: Option<&str>) -> OwnedRoomId {
+pub(super) async fn create_room(
+    owner: &Client,
+    invite: &[&str],
+    alias: Option<&str>,
+) -> OwnedRoomId {
     let mut request = create_room::v3::Request::new();
     request.invite = invite.iter().map(|u| u.parse().unwrap()).collect();
     request.name = Some(unique("room"));
@@ -209,6 +213,22 @@ async fn say(
 ) -> OwnedEventId {
     let room = client.get_room(room).expect("the sender knows the room");
     room.send(content).await.expect("send").response.event_id
+}
+
+/// `client` writes plain `text` in `room`, in the thread of `thread` when
+/// given; returns the new event's id.
+pub(super) async fn send_text(
+    client: &Client,
+    room: &OwnedRoomId,
+    text: &str,
+    thread: Option<&str>,
+) -> OwnedEventId {
+    let mut content = RoomMessageEventContent::text_plain(text);
+    if let Some(root) = thread {
+        let root: OwnedEventId = root.parse().unwrap();
+        content.relates_to = Some(Relation::Thread(Thread::plain(root.clone(), root)));
+    }
+    say(client, room, content).await
 }
 
 /// An event as `client` sees it through the server, as JSON.

@@ -7,15 +7,12 @@ use std::time::{Duration, Instant};
 use caseroom::config::Config;
 use matrix_sdk::Client;
 use matrix_sdk::ruma::api::client::message::get_message_events;
-use matrix_sdk::ruma::api::client::room::create_room;
-use matrix_sdk::ruma::events::relation::Thread;
-use matrix_sdk::ruma::events::room::message::{Relation, RoomMessageEventContent};
 use matrix_sdk::ruma::{OwnedEventId, OwnedRoomId, UInt};
 use serde_json::Value;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use super::matrix_adapter::{Synapse, synapse, unique};
+use super::matrix_adapter::{Synapse, create_room, send_text, synapse, unique};
 use super::util::test_config;
 
 const CARD: &str = "6222 0212 3456 7890 128";
@@ -109,13 +106,7 @@ async fn send(
     text: &str,
     thread: Option<&str>,
 ) -> (OwnedEventId, i64) {
-    let mut content = RoomMessageEventContent::text_plain(text);
-    if let Some(root) = thread {
-        let root: OwnedEventId = root.parse().unwrap();
-        content.relates_to = Some(Relation::Thread(Thread::plain(root.clone(), root)));
-    }
-    let r = client.get_room(room).expect("sender knows the room");
-    let id = r.send(content).await.expect("send").response.event_id;
+    let id = send_text(client, room, text, thread).await;
     let ts = messages(client, room)
         .await
         .into_iter()
@@ -123,18 +114,6 @@ async fn send(
         .map(|e| e.ts())
         .unwrap_or_default();
     (id, ts)
-}
-
-async fn new_room(owner: &Client, invite: &[&str]) -> OwnedRoomId {
-    let mut request = create_room::v3::Request::new();
-    request.invite = invite.iter().map(|u| u.parse().unwrap()).collect();
-    request.name = Some(unique("room"));
-    owner
-        .create_room(request)
-        .await
-        .expect("create room")
-        .room_id()
-        .to_owned()
 }
 
 fn config(
@@ -165,8 +144,8 @@ async fn escalate_work_and_restart_on_synapse() {
     let lead_id = syn.register(&unique("lead"), "leadpass");
     let agent = syn.login(&agent_id, "agentpass").await;
     let lead = syn.login(&lead_id, "leadpass").await;
-    let team = new_room(&agent, &[&bot, &lead_id]).await;
-    let intake = new_room(&agent, &[&bot]).await;
+    let team = create_room(&agent, &[&bot, &lead_id], None).await;
+    let intake = create_room(&agent, &[&bot], None).await;
     lead.join_room_by_id(&team).await.expect("lead joins");
     agent.sync_once(Default::default()).await.unwrap();
     // Moderator rights, so the bot can remove pasted card numbers.

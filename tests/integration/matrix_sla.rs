@@ -10,14 +10,11 @@ use caseroom::config::Config;
 use matrix_sdk::Client;
 use matrix_sdk::ruma::api::client::membership::joined_members;
 use matrix_sdk::ruma::api::client::message::get_message_events;
-use matrix_sdk::ruma::api::client::room::create_room;
-use matrix_sdk::ruma::events::relation::Thread;
-use matrix_sdk::ruma::events::room::message::{Relation, RoomMessageEventContent};
-use matrix_sdk::ruma::{OwnedEventId, OwnedRoomId, UInt};
+use matrix_sdk::ruma::{OwnedRoomId, UInt};
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
-use super::matrix_adapter::{synapse, unique};
+use super::matrix_adapter::{create_room, send_text, synapse, unique};
 use super::util::test_config;
 
 const SLA: &str = r#"
@@ -104,28 +101,7 @@ async fn wait_for(
 }
 
 async fn send(client: &Client, room: &OwnedRoomId, text: &str, thread: Option<&str>) {
-    let mut content = RoomMessageEventContent::text_plain(text);
-    if let Some(root) = thread {
-        let root: OwnedEventId = root.parse().unwrap();
-        content.relates_to = Some(Relation::Thread(Thread::plain(root.clone(), root)));
-    }
-    client
-        .get_room(room)
-        .expect("known room")
-        .send(content)
-        .await
-        .expect("send");
-}
-
-async fn new_room(owner: &Client, invite: &[&str]) -> OwnedRoomId {
-    let mut request = create_room::v3::Request::new();
-    request.invite = invite.iter().map(|u| u.parse().unwrap()).collect();
-    owner
-        .create_room(request)
-        .await
-        .expect("create room")
-        .room_id()
-        .to_owned()
+    send_text(client, room, text, thread).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -135,8 +111,8 @@ async fn warning_breach_escalation_ack_and_close_on_synapse() {
     let agent_id = syn.register(&unique("slaagent"), "agentpass");
     let lead_id = syn.register(&unique("slalead"), "leadpass");
     let agent = syn.login(&agent_id, "agentpass").await;
-    let team = new_room(&agent, &[&bot, &lead_id]).await;
-    let oncall = new_room(&agent, &[&bot, &lead_id]).await;
+    let team = create_room(&agent, &[&bot, &lead_id], None).await;
+    let oncall = create_room(&agent, &[&bot, &lead_id], None).await;
     agent.sync_once(Default::default()).await.unwrap();
 
     let dir = tempfile::tempdir().unwrap();
