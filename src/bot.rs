@@ -356,8 +356,10 @@ impl Bot {
         extra: impl FnOnce(&Case) -> Vec<Outgoing>,
     ) -> anyhow::Result<(Case, bool, Option<Durable>)> {
         let s = &self.shared;
-        ticket.body = redact(&ticket.body).into_owned();
-        ticket.subject = redact(&ticket.subject).into_owned();
+        // No redaction pass here: the engine redacts before it reads the
+        // text, and the store redacts the case before anything is written or
+        // rendered from it, so the webhook's hot path does it once per layer
+        // that needs it.
         let engine = self.engine();
         let text = if ticket.subject.is_empty() {
             ticket.body.clone()

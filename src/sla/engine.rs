@@ -878,25 +878,13 @@ impl Sla {
             .alerts
             .iter()
             .map(|(a, c)| {
-                let acked = st
-                    .cases
-                    .get(c)
-                    .and_then(|cs| {
-                        cs.targets
-                            .iter()
-                            .find(|t| t.alert.is_some_and(|(x, _)| x == *a))
-                    })
-                    .and_then(|t| t.alert)
-                    .is_some_and(|(_, acked)| acked);
-                let target = st
-                    .cases
-                    .get(c)
-                    .and_then(|cs| {
-                        cs.targets
-                            .iter()
-                            .find(|t| t.alert.is_some_and(|(x, _)| x == *a))
-                    })
-                    .map_or("?", |t| t.target.label());
+                let found = st.cases.get(c).and_then(|cs| {
+                    cs.targets
+                        .iter()
+                        .find(|t| t.alert.is_some_and(|(x, _)| x == *a))
+                });
+                let acked = found.and_then(|t| t.alert).is_some_and(|(_, acked)| acked);
+                let target = found.map_or("?", |t| t.target.label());
                 format!(
                     "**{a}** {c} {target} ({})",
                     if acked {
