@@ -1,8 +1,8 @@
 //! Wiring: logging, the async runtime, start-up and one shutdown path.
 //!
-//! [`run`] opens the store, loads the playbooks, picks the chat platform
-//! (Matrix when configured, else the terminal), and runs the bot until the
-//! shutdown token fires. Tests call [`run_with`] with their own platform
+//! [`run`] opens the store, loads the playbooks, connects the chat platform
+//! the config enables ([`crate::platform::connect`]; the terminal when none
+//! is), and runs the bot until the shutdown token fires. Tests call [`run_with`] with their own platform
 //! and token.
 
 use std::io::BufReader;
@@ -52,46 +52,16 @@ pub async fn run(mut config: Config, shutdown: CancellationToken) -> Result<()> 
     let (tx, rx) = mpsc::channel::<Incoming>(1024);
     let tracker = TaskTracker::new();
 
-    #[cfg(feature = "matrix")]
-    if let Some(mx) = config.matrix.clone() {
-        let (platform, rooms) =
-            crate::platform::matrix::MatrixPlatform::connect(&mx, &config.rooms, store.clone())
-                .await
-                .context("connecting to Matrix")?;
-        config.rooms = rooms;
-        let p = platform.clone();
-        let token = shutdown.clone();
-        tracker.spawn(async move {
-            if let Err(e) = p.run(tx, token.clone()).await {
-                tracing::error!("matrix sync stopped: {e:#}");
-                token.cancel();
-            }
-        });
-        return run_with(config, store, platform, rx, shutdown, tracker).await;
-    }
-    if config.slack.is_some() || config.discord.is_some() {
-        bail!(
-            "the Slack and Discord adapters are not built yet; disable [slack]/[discord] or enable [matrix]"
-        );
-    }
-
-    // Terminal mode: the local user types in the team room, which also
-    // serves as the intake room.
-    let team = config.rooms.team.clone();
-    if !config.rooms.intake.contains(&team) {
-        config.rooms.intake.push(team.clone());
-    }
-    config
-        .roles
-        .admin
-        .insert(crate::platform::console::LOCAL_USER.to_owned());
-    tracker.spawn(crate::platform::console::read_stdin(
-        team,
-        store.clone(),
-        tx,
-        shutdown.clone(),
-    ));
-    let platform = Arc::new(crate::platform::console::ConsolePlatform::default());
+    let platform = crate::platform::connect(&mut config, &store).await?;
+    let receiver = platform.clone();
+    let token = shutdown.clone();
+    let name = platform.name();
+    tracker.spawn(async move {
+        if let Err(e) = receiver.run(tx, token.clone()).await {
+            tracing::error!("{name} stopped: {e:#}");
+            token.cancel();
+        }
+    });
     run_with(config, store, platform, rx, shutdown, tracker).await
 }
 

@@ -17,8 +17,11 @@ use jiff::Timestamp;
 use crate::case::{Case, CaseId, Channel, Customer, EventKind, NewCase};
 use crate::command::{self, CmdError};
 use crate::config::{Config, Role};
-use crate::message::{Incoming, IncomingKind, Outgoing, ThreadRef, root_key};
-use crate::outbox::Outbox;
+use crate::message::{
+    Action, ActionKind, Incoming, IncomingKind, Outgoing, Render, ThreadRef, root_key,
+    same_reaction,
+};
+use crate::outbox::{Outbox, Renderer};
 use crate::playbook::{self, Engine, SharedEngine, Suggestion};
 use crate::redact::redact;
 use crate::sla::{Clock, Sla};
@@ -95,7 +98,7 @@ impl Bot {
             outbox.clone(),
             clock.clone(),
         );
-        Bot {
+        let bot = Bot {
             shared: Arc::new(Shared {
                 config,
                 store,
@@ -106,7 +109,28 @@ impl Bot {
                 clock,
                 sla,
             }),
-        }
+        };
+        bot.shared
+            .outbox
+            .set_renderer(Arc::new(CardRenderer(Arc::downgrade(&bot.shared))));
+        bot
+    }
+
+    /// The live card of case `id` as it should read now: text and actions.
+    /// `None` when there is no such case.
+    pub fn render_card(&self, id: CaseId) -> anyhow::Result<Option<(String, Vec<Action>)>> {
+        let Some(case) = self.shared.store.case(id)? else {
+            return Ok(None);
+        };
+        let sla = self.shared.sla.targets(id);
+        let tz = self.shared.sla.settings().display_tz();
+        let text = view::card(&case, &self.engine(), &sla, self.now(), &tz);
+        Ok(Some((text, view::card_actions(&case))))
+    }
+
+    /// The message that edits case `id`'s card, to queue with a change.
+    pub(crate) fn card_update(&self, id: CaseId) -> Outgoing {
+        Outgoing::card(self.shared.config.rooms.team.clone(), id, true)
     }
 
     /// The current time on the bot's clock.
@@ -167,18 +191,7 @@ impl Bot {
                     thread_root: thread_root.clone(),
                 };
                 match command::parse(text, &s.config.command_prefix) {
-                    Some(Ok(cmd)) => {
-                        let name = cmd.name();
-                        tracing::info!(sender = %msg.sender, room = %msg.room, command = name, "command");
-                        match cmd.apply(&mut ctx) {
-                            Ok(()) => {}
-                            Err(CmdError::Internal(e)) => {
-                                tracing::error!(command = name, "command failed: {e:#}");
-                                ctx.reply(format!("⚠️ `{name}` failed on our side: {e}. Nothing was changed; please try again."))?;
-                            }
-                            Err(e) => ctx.reply(e.to_string())?,
-                        }
-                    }
+                    Some(Ok(cmd)) => self.apply(&mut ctx, cmd, false)?,
                     Some(Err(usage)) => ctx.reply(usage)?,
                     None => self.plain_message(&ctx, text)?,
                 }
@@ -192,7 +205,13 @@ impl Bot {
                 target_text,
                 ..
             } => {
-                if *key != s.config.escalate_reaction || !s.config.rooms.intake.contains(&msg.room)
+                if let Some(kind) = self.reaction_action(msg, key, target)? {
+                    self.run_action(msg, kind)?;
+                    s.outbox.wake();
+                    return Ok(());
+                }
+                if !same_reaction(key, &s.config.escalate_reaction)
+                    || !s.config.rooms.intake.contains(&msg.room)
                 {
                     return Ok(());
                 }
@@ -212,8 +231,102 @@ impl Bot {
                 };
                 self.escalate_from_chat(&ctx, text, target)?;
             }
+            IncomingKind::Action { id, .. } => match ActionKind::parse(id) {
+                Some(kind) => self.run_action(msg, kind)?,
+                None => {
+                    tracing::info!(sender = %msg.sender, action = %id, "unknown action");
+                    let ctx = Ctx {
+                        bot: self,
+                        msg,
+                        case: None,
+                        thread_root: None,
+                    };
+                    ctx.reply_to(
+                        "That button is not one of mine any more (an old message?). Nothing was changed; `!help` lists what you can type.".into(),
+                        true,
+                    )?;
+                }
+            },
         }
         s.outbox.wake();
+        Ok(())
+    }
+
+    /// Runs a parsed command; a refusal or mistake is answered (only to the
+    /// sender when `private`, as for a click).
+    fn apply(&self, ctx: &mut Ctx, cmd: command::Command, private: bool) -> anyhow::Result<()> {
+        let name = cmd.name();
+        let msg = ctx.msg;
+        tracing::info!(sender = %msg.sender, room = %msg.room, command = name, "command");
+        match cmd.apply(ctx) {
+            Ok(()) => {}
+            Err(CmdError::Internal(e)) => {
+                tracing::error!(command = name, "command failed: {e:#}");
+                ctx.reply_to(
+                    format!("⚠️ `{name}` failed on our side: {e}. Nothing was changed; please try again."),
+                    private,
+                )?;
+            }
+            Err(e) => ctx.reply_to(e.to_string(), private)?,
+        }
+        Ok(())
+    }
+
+    /// The action a reaction stands for: a reaction on a case's card (✋
+    /// claims, ✅ resolves) or on another message of ours that carried
+    /// actions (👍 on an alert acknowledges it).
+    fn reaction_action(
+        &self,
+        msg: &Incoming,
+        key: &str,
+        target: &str,
+    ) -> anyhow::Result<Option<ActionKind>> {
+        let store = &self.shared.store;
+        let mut kinds: Vec<ActionKind> = store
+            .actions_on(&msg.room, target)?
+            .into_iter()
+            .map(|a| a.kind)
+            .collect();
+        if let Some(case) = store.case_for_thread(&msg.room, target)? {
+            // A card's reactions work whatever the card showed when posted:
+            // the command then answers for the case as it is now.
+            kinds.push(ActionKind::Claim { case });
+            kinds.push(ActionKind::Resolve { case });
+        }
+        Ok(kinds
+            .into_iter()
+            .find(|k| k.reaction().is_some_and(|r| same_reaction(key, r))))
+    }
+
+    /// Runs a click (or a reaction standing for one) as the command it is:
+    /// same role check, same refusals (only to the clicker where the platform
+    /// can), and the line saying who did what goes in the case's thread.
+    fn run_action(&self, msg: &Incoming, kind: ActionKind) -> anyhow::Result<()> {
+        let s = &self.shared;
+        let (case, thread_root) = match kind.case() {
+            Some(id) => (s.store.case(id)?, s.store.posted(&root_key(id))?),
+            None => (None, None),
+        };
+        let mut ctx = Ctx {
+            bot: self,
+            msg,
+            case,
+            thread_root,
+        };
+        if let (Some(id), None) = (kind.case(), &ctx.case) {
+            return ctx.reply_to(format!("There is no case {id} any more."), true);
+        }
+        let prefix = &s.config.command_prefix;
+        let text = format!("{prefix}{}", kind.command());
+        tracing::info!(sender = %msg.sender, action = %kind, "action");
+        match command::parse(&text, prefix) {
+            Some(Ok(cmd)) => self.apply(&mut ctx, cmd, true)?,
+            Some(Err(usage)) => ctx.reply_to(usage, true)?,
+            None => {}
+        }
+        if let Some(case) = &ctx.case {
+            self.case_changed(case.id);
+        }
         Ok(())
     }
 
@@ -410,12 +523,7 @@ impl Bot {
                     let mut case = case.clone();
                     case.suggested_playbook = suggestion.playbook.clone();
                     case.suggestion_confidence = Some(suggestion.confidence);
-                    let root = Outgoing::new(
-                        team.clone(),
-                        view::root_message(&case, &suggestion, &engine),
-                    )
-                    .about(case.id, "root")
-                    .record_as(root_key(case.id));
+                    let root = Outgoing::card(team.clone(), case.id, false);
                     let thread = Outgoing::new(
                         team.clone(),
                         view::suggestion_message(&case, &suggestion, &engine),
@@ -470,7 +578,7 @@ impl Bot {
             "webhook",
             self.now(),
             events,
-            vec![out],
+            vec![out, self.card_update(case.id)],
             None,
         )?;
         self.case_changed(case.id);
@@ -562,12 +670,22 @@ impl Ctx<'_> {
         if let Some(c) = &self.case {
             out = out.about(c.id, "reply");
         }
+        out.reply_handle = self.msg.reply_handle.clone();
         out
     }
 
     /// Replies and marks the message handled.
     pub(crate) fn reply(&self, text: String) -> anyhow::Result<()> {
-        let out = self.reply_msg(text);
+        self.reply_to(text, false)
+    }
+
+    /// Replies (only to the sender when `private` and the platform can) and
+    /// marks the message handled.
+    pub(crate) fn reply_to(&self, text: String, private: bool) -> anyhow::Result<()> {
+        let mut out = self.reply_msg(text);
+        if private {
+            out.private_to = Some(self.sender().to_owned());
+        }
         self.shared().store.commit(
             None,
             self.sender(),
@@ -613,7 +731,7 @@ impl Ctx<'_> {
                 self.sender(),
                 self.bot.now(),
                 events,
-                vec![out],
+                vec![out, self.bot.card_update(id)],
                 Some(&self.msg.event_id),
             )
             .map_err(|e| match e {
@@ -623,5 +741,33 @@ impl Ctx<'_> {
             .ok_or_else(|| CmdError::Internal(anyhow::anyhow!("{id} vanished")))?;
         self.case = Some(case.clone());
         Ok(case)
+    }
+}
+
+/// Renders cards for the outbox from the bot's current state. Holds the
+/// bot weakly: the bot owns the outbox, which owns this.
+struct CardRenderer(std::sync::Weak<Shared>);
+
+impl Renderer for CardRenderer {
+    fn render(&self, msg: &Outgoing) -> Option<Outgoing> {
+        let Some(Render::Card { case }) = msg.render else {
+            return Some(msg.clone());
+        };
+        let bot = Bot {
+            shared: self.0.upgrade()?,
+        };
+        let mut out = msg.clone();
+        match bot.render_card(case) {
+            Ok(Some((text, actions))) => {
+                out.text = text;
+                out.actions = actions;
+            }
+            Ok(None) => out.text = format!("🎫 **{case}** is no longer in the store."),
+            Err(e) => {
+                tracing::warn!(%case, "cannot render the card yet: {e:#}");
+                return None;
+            }
+        }
+        Some(out)
     }
 }

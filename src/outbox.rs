@@ -9,13 +9,19 @@
 //! on other failures. Each message carries a transaction id derived from its
 //! outbox number, so a message retried after a crash is not posted twice on
 //! platforms that deduplicate (Matrix).
+//!
+//! Cards are rendered when they are delivered ([`Renderer`]), so what goes
+//! out is always the case's latest state. Card edits are coalesced: a burst
+//! of changes to one case within [`EDIT_INTERVAL`] makes one edit, and an
+//! edit waits until the card it edits has been posted.
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use jiff::Timestamp;
 use tokio::sync::{Notify, mpsc};
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -34,10 +40,32 @@ const MAX_BACKOFF: Duration = Duration::from_secs(30);
 /// it is sent without a thread.
 const THREAD_WAITS: u32 = 20;
 
+/// Shortest time between two edits of one message; changes in between are
+/// coalesced into the later edit.
+pub const EDIT_INTERVAL: Duration = Duration::from_secs(1);
+/// How long an edit waits for the message it edits before it is set aside.
+const EDIT_TARGET_WAIT: Duration = Duration::from_secs(600);
+
+/// Renders the messages that are made at delivery time
+/// ([`Outgoing::render`]): the bot core implements it for case cards.
+pub trait Renderer: Send + Sync + 'static {
+    /// `msg` with its text and actions filled in from the current state;
+    /// `None` when that cannot be done right now (retried later).
+    fn render(&self, msg: &Outgoing) -> Option<Outgoing>;
+}
+
 /// A handle to wake the dispatcher after writing to the outbox.
-#[derive(Debug, Clone, Default)]
+#[derive(Clone, Default)]
 pub struct Outbox {
     wake: Arc<Notify>,
+    /// Set once by the bot core; messages to render wait for it.
+    renderer: Arc<OnceLock<Arc<dyn Renderer>>>,
+}
+
+impl std::fmt::Debug for Outbox {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Outbox").finish_non_exhaustive()
+    }
 }
 
 impl Outbox {
@@ -48,6 +76,11 @@ impl Outbox {
     /// Tells the dispatcher there is something new to send.
     pub fn wake(&self) {
         self.wake.notify_one();
+    }
+
+    /// Sets who renders cards (once; later calls are ignored).
+    pub fn set_renderer(&self, renderer: Arc<dyn Renderer>) {
+        let _ = self.renderer.set(renderer);
     }
 
     /// Delivers pending and future messages through `platform` until
@@ -61,6 +94,7 @@ impl Outbox {
         tracker: &TaskTracker,
     ) {
         let wake = self.wake.clone();
+        let renderer = self.renderer.clone();
         let tracker2 = tracker.clone();
         tracker.spawn(async move {
             let mut rooms: HashMap<String, mpsc::UnboundedSender<(u64, Outgoing)>> = HashMap::new();
@@ -109,6 +143,7 @@ impl Outbox {
                                 tracker2.spawn(room_sender(
                                     store.clone(),
                                     platform.clone(),
+                                    renderer.get().cloned(),
                                     rx,
                                     shutdown.clone(),
                                 ));
@@ -129,95 +164,283 @@ impl Outbox {
     }
 }
 
-/// Delivers one room's messages in order.
+/// A card edit waiting for its turn: the outbox numbers it stands for
+/// (all removed once one edit carrying the latest state went out) and when
+/// it may go.
+struct PendingEdit {
+    seqs: Vec<u64>,
+    msg: Outgoing,
+    due: Instant,
+    /// Since when it waits for the message it edits to be delivered.
+    waiting_since: Option<Instant>,
+    backoff: Duration,
+}
+
+/// Delivers one room's messages in order. Card edits are kept aside per
+/// edited message and go out at most once per [`EDIT_INTERVAL`] each, the
+/// latest state rendered at that moment, never before the message they edit.
 async fn room_sender(
     store: Store,
     platform: Arc<dyn Platform>,
+    renderer: Option<Arc<dyn Renderer>>,
     mut rx: mpsc::UnboundedReceiver<(u64, Outgoing)>,
     shutdown: CancellationToken,
 ) {
-    while let Some((seq, msg)) = tokio::select! {
-        _ = shutdown.cancelled() => None,
-        m = rx.recv() => m,
-    } {
-        let txn = store.txn_id(seq);
-        let mut backoff = Duration::from_millis(200);
-        let mut thread_waits = 0;
-        loop {
-            let root = match &msg.thread {
-                None => None,
-                Some(ThreadRef::Message(id)) => Some(id.clone()),
-                Some(ThreadRef::Key(key)) => match store.posted(key) {
-                    Ok(Some(id)) => Some(id),
-                    Ok(None) if thread_waits < THREAD_WAITS => {
-                        thread_waits += 1;
-                        if sleep_or_stop(Duration::from_millis(250), &shutdown).await {
-                            return;
-                        }
-                        continue;
+    let mut edits: HashMap<String, PendingEdit> = HashMap::new();
+    // When each message was last edited (or posted), and what it showed:
+    // an edit that would show the same text is not sent.
+    let mut last: HashMap<String, (Instant, String)> = HashMap::new();
+    loop {
+        let next_due = edits.values().map(|e| e.due).min();
+        let sleep = tokio::time::sleep_until(next_due.unwrap_or_else(Instant::now).into());
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            m = rx.recv() => {
+                let Some((seq, msg)) = m else { return };
+                if let Some(key) = msg.edits.clone() {
+                    let now = Instant::now();
+                    let earliest = last.get(&key).map_or(now, |(t, _)| *t + EDIT_INTERVAL).max(now);
+                    let e = edits.entry(key).or_insert_with(|| PendingEdit {
+                        seqs: Vec::new(),
+                        msg: msg.clone(),
+                        due: earliest,
+                        waiting_since: None,
+                        backoff: Duration::from_millis(200),
+                    });
+                    e.seqs.push(seq);
+                    continue;
+                }
+                let rendered = loop {
+                    if let Some(m) = render(&renderer, &msg) {
+                        break m;
                     }
-                    Ok(None) => {
-                        tracing::warn!(
-                            seq,
-                            key,
-                            "thread root never delivered; sending outside the thread"
-                        );
-                        None
+                    // Nothing to render it from right now: try again soon.
+                    if sleep_or_stop(Duration::from_millis(500), &shutdown).await {
+                        return;
                     }
-                    Err(e) => {
-                        tracing::error!("outbox: {e}");
-                        None
-                    }
-                },
-            };
-            // Only what is on disk goes out: a message about a case that a
-            // crash could still lose is never posted.
-            if let Err(e) = store.barrier().wait_async().await {
-                tracing::error!("outbox: {e}");
-                if sleep_or_stop(backoff, &shutdown).await {
+                };
+                if !deliver(&store, &*platform, seq, &rendered, &shutdown).await {
                     return;
                 }
-                continue;
+                if let Some(key) = &msg.record_as {
+                    last.insert(key.clone(), (Instant::now(), rendered.text.clone()));
+                }
             }
-            let wait = match platform.send(&msg, root.as_deref(), &txn).await {
-                Ok(id) => {
-                    if let Some(q) = msg.queued_at {
-                        let d = Timestamp::now().duration_since(q);
-                        crate::http::metrics::delivery_latency(d.try_into().unwrap_or_default());
+            _ = sleep, if next_due.is_some() => {
+                let Some(key) = edits
+                    .iter()
+                    .min_by_key(|(_, e)| e.due)
+                    .map(|(k, _)| k.clone())
+                else {
+                    continue;
+                };
+                let Some(mut e) = edits.remove(&key) else { continue };
+                match edit(&store, &*platform, &renderer, &key, &mut e, last.get(&key)).await {
+                    EditOutcome::Done(text) => {
+                        last.insert(key, (Instant::now(), text));
                     }
-                    // Waiting asynchronously keeps the worker free for others.
-                    match store.delivered(seq, &msg, platform.name(), &id, Timestamp::now()) {
-                        Ok(d) => {
-                            if let Err(e) = d.wait_async().await {
-                                tracing::error!(seq, "delivered but not recorded: {e}");
-                            }
+                    EditOutcome::Later(wait) => {
+                        e.due = Instant::now() + wait;
+                        edits.insert(key, e);
+                    }
+                    EditOutcome::Dropped => {}
+                }
+            }
+        }
+    }
+}
+
+/// Fills in a message rendered at delivery (a card); `None` when it cannot
+/// be rendered right now.
+fn render(renderer: &Option<Arc<dyn Renderer>>, msg: &Outgoing) -> Option<Outgoing> {
+    match (&msg.render, renderer) {
+        (None, _) | (Some(_), None) => Some(msg.clone()),
+        (Some(_), Some(r)) => r.render(msg),
+    }
+}
+
+enum EditOutcome {
+    /// Sent (or not needed): it showed this text.
+    Done(String),
+    /// Try again after this long.
+    Later(Duration),
+    /// Set aside for good.
+    Dropped,
+}
+
+/// Sends one coalesced edit.
+async fn edit(
+    store: &Store,
+    platform: &dyn Platform,
+    renderer: &Option<Arc<dyn Renderer>>,
+    key: &str,
+    e: &mut PendingEdit,
+    last: Option<&(Instant, String)>,
+) -> EditOutcome {
+    let target = match store.posted(key) {
+        Ok(Some(id)) => id,
+        Ok(None) => {
+            // The message it edits is not delivered yet: an edit never
+            // overtakes it.
+            let since = *e.waiting_since.get_or_insert_with(Instant::now);
+            if since.elapsed() > EDIT_TARGET_WAIT {
+                tracing::warn!(
+                    key,
+                    "the message to edit was never delivered; edit set aside"
+                );
+                set_aside(
+                    store,
+                    &e.seqs,
+                    &e.msg,
+                    "the message to edit was never delivered",
+                );
+                return EditOutcome::Dropped;
+            }
+            return EditOutcome::Later(Duration::from_millis(250));
+        }
+        Err(err) => {
+            tracing::error!("outbox: {err}");
+            return EditOutcome::Later(Duration::from_secs(1));
+        }
+    };
+    let Some(rendered) = render(renderer, &e.msg) else {
+        return EditOutcome::Later(Duration::from_millis(500));
+    };
+    let done = |store: &Store, seqs: &[u64]| {
+        if let Err(err) = store.outbox_done(seqs) {
+            tracing::error!("outbox: {err}");
+        }
+    };
+    if last.is_some_and(|(_, text)| *text == rendered.text) {
+        done(store, &e.seqs);
+        return EditOutcome::Done(rendered.text);
+    }
+    if let Err(err) = store.barrier().wait_async().await {
+        tracing::error!("outbox: {err}");
+        return EditOutcome::Later(e.backoff);
+    }
+    let txn = store.txn_id(e.seqs.iter().copied().max().unwrap_or_default());
+    match platform.edit(&rendered, &target, &txn).await {
+        Ok(()) => {
+            done(store, &e.seqs);
+            EditOutcome::Done(rendered.text)
+        }
+        Err(SendError::RateLimited(after)) => {
+            crate::http::metrics::rate_limit_wait(platform.name(), after);
+            EditOutcome::Later(after.max(Duration::from_millis(50)))
+        }
+        Err(SendError::Transient(err)) => {
+            tracing::warn!(key, "card edit failed, retrying in {:?}: {err}", e.backoff);
+            let w = e.backoff;
+            e.backoff = (e.backoff * 2).min(MAX_BACKOFF);
+            EditOutcome::Later(w)
+        }
+        Err(SendError::Permanent(err)) => {
+            tracing::error!(key, "card edit cannot be delivered, set aside: {err}");
+            set_aside(store, &e.seqs, &e.msg, &err);
+            EditOutcome::Dropped
+        }
+    }
+}
+
+fn set_aside(store: &Store, seqs: &[u64], msg: &Outgoing, why: &str) {
+    for seq in seqs {
+        if let Err(err) = store.undeliverable(*seq, msg, why) {
+            tracing::error!("outbox: {err}");
+        }
+    }
+}
+
+/// Delivers one message (retrying until it is accepted, set aside, or
+/// shutdown); false when shutdown came first.
+async fn deliver(
+    store: &Store,
+    platform: &dyn Platform,
+    seq: u64,
+    msg: &Outgoing,
+    shutdown: &CancellationToken,
+) -> bool {
+    let txn = store.txn_id(seq);
+    let mut backoff = Duration::from_millis(200);
+    let mut thread_waits = 0;
+    loop {
+        let root = match &msg.thread {
+            None => None,
+            Some(ThreadRef::Message(id)) => Some(id.clone()),
+            Some(ThreadRef::Key(key)) => match store.posted(key) {
+                Ok(Some(id)) => Some(id),
+                Ok(None) if thread_waits < THREAD_WAITS => {
+                    thread_waits += 1;
+                    if sleep_or_stop(Duration::from_millis(250), shutdown).await {
+                        return false;
+                    }
+                    continue;
+                }
+                Ok(None) => {
+                    tracing::warn!(
+                        seq,
+                        key,
+                        "thread root never delivered; sending outside the thread"
+                    );
+                    None
+                }
+                Err(e) => {
+                    tracing::error!("outbox: {e}");
+                    None
+                }
+            },
+        };
+        // Only what is on disk goes out: a message about a case that a
+        // crash could still lose is never posted.
+        if let Err(e) = store.barrier().wait_async().await {
+            tracing::error!("outbox: {e}");
+            if sleep_or_stop(backoff, shutdown).await {
+                return false;
+            }
+            continue;
+        }
+        let sent = match &msg.redacts {
+            Some(target) => platform.remove(&msg.room, target, &msg.text, &txn).await,
+            None => platform.send(msg, root.as_deref(), &txn).await,
+        };
+        let wait = match sent {
+            Ok(id) => {
+                if let Some(q) = msg.queued_at {
+                    let d = Timestamp::now().duration_since(q);
+                    crate::http::metrics::delivery_latency(d.try_into().unwrap_or_default());
+                }
+                // Waiting asynchronously keeps the worker free for others.
+                match store.delivered(seq, msg, platform.name(), &id, Timestamp::now()) {
+                    Ok(d) => {
+                        if let Err(e) = d.wait_async().await {
+                            tracing::error!(seq, "delivered but not recorded: {e}");
                         }
-                        Err(e) => tracing::error!(seq, "delivered but not recorded: {e}"),
                     }
-                    break;
+                    Err(e) => tracing::error!(seq, "delivered but not recorded: {e}"),
                 }
-                Err(SendError::RateLimited(after)) => {
-                    tracing::info!(room = %msg.room, ?after, "rate limited; waiting");
-                    crate::http::metrics::rate_limit_wait(platform.name(), after);
-                    after.max(Duration::from_millis(50))
-                }
-                Err(SendError::Transient(e)) => {
-                    tracing::warn!(room = %msg.room, seq, "delivery failed, retrying in {backoff:?}: {e}");
-                    let w = backoff;
-                    backoff = (backoff * 2).min(MAX_BACKOFF);
-                    w
-                }
-                Err(SendError::Permanent(e)) => {
-                    tracing::error!(room = %msg.room, seq, "message cannot be delivered, set aside: {e}");
-                    if let Err(e) = store.undeliverable(seq, &msg, &e) {
-                        tracing::error!("outbox: {e}");
-                    }
-                    break;
-                }
-            };
-            if sleep_or_stop(wait, &shutdown).await {
-                return;
+                return true;
             }
+            Err(SendError::RateLimited(after)) => {
+                tracing::info!(room = %msg.room, ?after, "rate limited; waiting");
+                crate::http::metrics::rate_limit_wait(platform.name(), after);
+                after.max(Duration::from_millis(50))
+            }
+            Err(SendError::Transient(e)) => {
+                tracing::warn!(room = %msg.room, seq, "delivery failed, retrying in {backoff:?}: {e}");
+                let w = backoff;
+                backoff = (backoff * 2).min(MAX_BACKOFF);
+                w
+            }
+            Err(SendError::Permanent(e)) => {
+                tracing::error!(room = %msg.room, seq, "message cannot be delivered, set aside: {e}");
+                if let Err(e) = store.undeliverable(seq, msg, &e) {
+                    tracing::error!("outbox: {e}");
+                }
+                return true;
+            }
+        };
+        if sleep_or_stop(wait, shutdown).await {
+            return false;
         }
     }
 }

@@ -4,61 +4,192 @@
 use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write as _;
 
+use jiff::tz::TimeZone;
 use jiff::{SignedDuration, Timestamp};
 
 use crate::case::{Case, CaseId, Event, EventKind, Priority, Status};
-use crate::lang::Lang;
+use crate::message::{Action, ActionKind, ActionStyle};
 use crate::playbook::{Engine, Suggestion};
 use crate::sla::Risk;
+use crate::sla::plan::TargetSla;
 use crate::sla::render::MetTable;
 
 /// Longest customer text quoted in a root message.
 const ROOT_EXCERPT: usize = 280;
 
-/// The root message of a case in the team room: id, customer, channel,
-/// priority, suggested playbook and confidence.
-pub fn root_message(case: &Case, s: &Suggestion, engine: &Engine) -> String {
+/// A case's live card: its root message in the team room, edited in place
+/// on every change, so the room reads as the live queue. Shows id,
+/// priority, channel, customer, status and assignee, the customer's words,
+/// the playbook (suggested or chosen) and how sure, the SLA due times and
+/// the most urgent risk, open alerts, tags and the last activity.
+pub fn card(
+    case: &Case,
+    engine: &Engine,
+    sla: &[TargetSla],
+    now: Timestamp,
+    tz: &TimeZone,
+) -> String {
     let customer = case.customer.name.as_deref().unwrap_or("unknown customer");
     let mut out = format!(
-        "🎫 **{}** · {} · {} · {} ({})\n",
-        case.id, case.priority, case.channel, customer, case.customer.language
+        "{} **{}** · {} · {} · {} ({})\n",
+        status_icon(case.status),
+        case.id,
+        case.priority,
+        case.channel,
+        customer,
+        case.customer.language
     );
+    let who = match &case.assignee {
+        Some(a) => format!(" — {a}"),
+        None if case.status.is_open() => " — unassigned".into(),
+        None => String::new(),
+    };
+    let _ = writeln!(out, "**{}**{who}", case.status.as_str().replace('_', " "));
     if !case.subject.is_empty() {
         let _ = writeln!(out, "**{}**", one_line(&case.subject, 120));
     }
     let _ = writeln!(out, "{}", quote(&excerpt(&case.body, ROOT_EXCERPT)));
-    let _ = writeln!(
-        out,
-        "Suggested: {}",
-        suggested_line(s, engine, case.customer.language)
-    );
-    out.push_str(
-        "Work it in this thread: `!claim`, `!note`, `!wait`, `!resolve` — `!help` for more.",
-    );
+    let _ = writeln!(out, "{}", playbook_line(case, engine));
+    if case.status.is_open() {
+        if let Some(line) = sla_line(sla, now, tz) {
+            let _ = writeln!(out, "{line}");
+        }
+    }
+    let mut last = format!("Updated {} ago", human(now.duration_since(case.updated_at)));
+    if !case.tags.is_empty() {
+        let tags: Vec<&str> = case.tags.iter().map(String::as_str).collect();
+        last = format!("Tags: {} · {last}", tags.join(", "));
+    }
+    out.push_str(&last);
     out
 }
 
-fn suggested_line(s: &Suggestion, engine: &Engine, lang: Lang) -> String {
-    match s
-        .playbook
-        .as_deref()
-        .and_then(|p| engine.playbooks().get(p))
-    {
-        Some(pb) => format!(
-            "**{}** ({}) — {:.0}% sure",
-            pb.title(lang),
-            pb.id(),
-            s.confidence * 100.0
-        ),
-        None => {
-            let best = s
-                .ranked
-                .first()
-                .map(|r| format!("; closest: {} {:.0}%", r.playbook, r.confidence * 100.0))
-                .unwrap_or_default();
-            format!("no playbook — not sure enough{best}")
-        }
+/// The buttons on a case's card, for its current state: Claim while
+/// nobody has it, Resolve while open, Use-suggested-playbook while one was
+/// suggested and none chosen yet.
+pub fn card_actions(case: &Case) -> Vec<Action> {
+    let mut actions = Vec::new();
+    if !case.status.is_open() {
+        return actions;
     }
+    let id = case.id;
+    if case.assignee.is_none() {
+        actions.push(Action::new(
+            ActionKind::Claim { case: id },
+            "Claim",
+            ActionStyle::Primary,
+        ));
+    }
+    actions.push(Action::new(
+        ActionKind::Resolve { case: id },
+        "Resolve",
+        ActionStyle::Secondary,
+    ));
+    if let (Some(p), None) = (&case.suggested_playbook, &case.chosen_playbook) {
+        actions.push(Action::new(
+            ActionKind::UsePlaybook {
+                case: id,
+                playbook: p.clone(),
+            },
+            format!("Use {p}"),
+            ActionStyle::Secondary,
+        ));
+    }
+    actions
+}
+
+fn status_icon(s: Status) -> &'static str {
+    match s {
+        Status::New | Status::Triaged => "🎫",
+        Status::Assigned => "👤",
+        Status::WaitingOnCustomer => "⏸️",
+        Status::Resolved => "✅",
+        Status::Reopened => "🔁",
+        Status::Closed => "🔒",
+    }
+}
+
+fn playbook_line(case: &Case, engine: &Engine) -> String {
+    let lang = case.customer.language;
+    let title = |id: &str| {
+        engine
+            .playbooks()
+            .get(id)
+            .map_or_else(|| id.to_owned(), |pb| format!("{} ({id})", pb.title(lang)))
+    };
+    match (&case.chosen_playbook, &case.suggested_playbook) {
+        (Some(chosen), _) => format!("Playbook: **{}** (chosen)", title(chosen)),
+        (None, Some(s)) => format!(
+            "Suggested: **{}** — {:.0}% sure",
+            title(s),
+            case.suggestion_confidence.unwrap_or_default() * 100.0
+        ),
+        (None, None) => match case.suggestion_confidence {
+            Some(c) => format!(
+                "Suggested: no playbook — not sure enough ({:.0}%)",
+                c * 100.0
+            ),
+            None => "Suggested: no playbook yet".into(),
+        },
+    }
+}
+
+/// "SLA: first response 03-02 10:15 CST (in 12m) · resolution ... —
+/// ⚠️ first response due in 12m", or `None` without active targets.
+fn sla_line(sla: &[TargetSla], now: Timestamp, tz: &TimeZone) -> Option<String> {
+    if sla.is_empty() {
+        return None;
+    }
+    let parts: Vec<String> = sla
+        .iter()
+        .map(|t| match (t.due, t.paused_left) {
+            (Some(due), _) => {
+                let rel = if due <= now {
+                    format!("{} ago", human(now.duration_since(due)))
+                } else {
+                    format!("in {}", human(due.duration_since(now)))
+                };
+                format!(
+                    "{} {} ({rel})",
+                    t.target.label(),
+                    crate::sla::render::when(due, tz)
+                )
+            }
+            (None, Some(left)) => format!("{} paused, {} left", t.target.label(), human(left)),
+            (None, None) => format!("{} paused", t.target.label()),
+        })
+        .collect();
+    let mut line = format!("SLA: {}", parts.join(" · "));
+    let worst = sla
+        .iter()
+        .map(|t| (t.risk(now), t))
+        .filter(|(r, _)| *r != Risk::Ok)
+        .max_by_key(|(r, t)| (*r, std::cmp::Reverse(t.due)));
+    if let Some((risk, t)) = worst {
+        let due = t.due.unwrap_or(now);
+        let _ = match risk {
+            Risk::Breached => write!(
+                line,
+                " — 🔥 {} breached {} ago",
+                t.target.label(),
+                human(now.duration_since(due))
+            ),
+            _ => write!(
+                line,
+                " — ⚠️ {} due in {}",
+                t.target.label(),
+                human(due.duration_since(now))
+            ),
+        };
+    }
+    for (alert, acked) in sla.iter().filter_map(|t| t.alert) {
+        let _ = write!(
+            line,
+            " · 🚨 {alert} {}",
+            if acked { "acknowledged" } else { "open" }
+        );
+    }
+    Some(line)
 }
 
 /// The suggestion posted in a case's thread: playbook, why, fields,

@@ -115,8 +115,8 @@ pub(crate) const COMMANDS: &[(&str, &str, &str)] = &[
     ),
     (
         "case",
-        "<id>",
-        "a case's summary and recent history (leads)",
+        "[id]",
+        "a case's summary and recent history (leads; alone, in a case thread: that case)",
     ),
     (
         "stats",

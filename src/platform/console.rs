@@ -3,7 +3,9 @@
 //! Each line typed is a message in the team room from the local user, who
 //! holds every role. Start a line with a case id (`C-3: !claim`) to write in
 //! that case's thread. What the bot sends is printed with its room and
-//! thread, so the whole flow can be tried on one machine.
+//! thread, so the whole flow can be tried on one machine. A case's card is
+//! printed again whenever it changes, with its actions as the commands to
+//! type.
 
 use std::io::Write;
 use std::sync::Mutex;
@@ -13,21 +15,30 @@ use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+use std::sync::Arc;
+
 use super::{BoxFuture, Platform, SendError};
 use crate::case::CaseId;
-use crate::message::{Incoming, IncomingKind, Outgoing, root_key};
+use crate::config::Config;
+use crate::message::{Incoming, IncomingKind, Outgoing, command_hint, root_key};
 use crate::store::Store;
 
 /// The local user's id in terminal mode.
 pub const LOCAL_USER: &str = "local";
 
-/// Prints the bot's messages to stdout.
+/// Prints the bot's messages to stdout; reads the local user's lines.
 #[derive(Debug)]
 pub struct ConsolePlatform {
     next_id: AtomicU64,
     /// Serializes printing so messages never interleave. A `std::sync::Mutex`
     /// because it is held only while writing to stdout.
     out: Mutex<()>,
+    /// The room the local user types in (the team room).
+    room: String,
+    /// The command prefix, for the typed form of actions.
+    prefix: String,
+    /// Where case threads are looked up for `C-3:` lines.
+    store: Option<Store>,
 }
 
 impl Default for ConsolePlatform {
@@ -35,7 +46,43 @@ impl Default for ConsolePlatform {
         ConsolePlatform {
             next_id: AtomicU64::new(1),
             out: Mutex::new(()),
+            room: "team".into(),
+            prefix: "!".into(),
+            store: None,
         }
+    }
+}
+
+impl ConsolePlatform {
+    /// Terminal mode: the local user types in the team room, which also
+    /// serves as the intake room, and holds every role.
+    pub fn start(config: &mut Config, store: &Store) -> Arc<ConsolePlatform> {
+        let team = config.rooms.team.clone();
+        if !config.rooms.intake.contains(&team) {
+            config.rooms.intake.push(team.clone());
+        }
+        config.roles.admin.insert(LOCAL_USER.to_owned());
+        Arc::new(ConsolePlatform {
+            room: team,
+            prefix: config.command_prefix.clone(),
+            store: Some(store.clone()),
+            ..ConsolePlatform::default()
+        })
+    }
+
+    /// Prints one message box.
+    fn print(&self, header: &str, text: &str, hint: &str) {
+        let _guard = self.out.lock().unwrap_or_else(|e| e.into_inner());
+        let mut out = std::io::stdout().lock();
+        let _ = writeln!(out, "\n┌─ {header}");
+        for line in text.lines() {
+            let _ = writeln!(out, "│ {line}");
+        }
+        if !hint.is_empty() {
+            let _ = writeln!(out, "│ {hint}");
+        }
+        let _ = writeln!(out, "└─");
+        let _ = out.flush();
     }
 }
 
@@ -61,25 +108,75 @@ impl Platform for ConsolePlatform {
                 (Some(root), None) => format!("{} ↳ {root}", msg.room),
                 (None, _) => msg.room.clone(),
             };
-            let _guard = self.out.lock().unwrap_or_else(|e| e.into_inner());
-            let mut out = std::io::stdout().lock();
             if let Some(target) = &msg.redacts {
-                let _ = writeln!(
-                    out,
-                    "\n(caseroom removed message {target} in [{}]: {})",
-                    msg.room, msg.text
-                );
-                let _ = out.flush();
+                self.print_removal(&msg.room, target, &msg.text);
                 return Ok(id);
             }
-            let _ = writeln!(out, "\n┌─ [{place}] caseroom");
-            for line in msg.text.lines() {
-                let _ = writeln!(out, "│ {line}");
-            }
-            let _ = writeln!(out, "└─");
-            let _ = out.flush();
+            let to = match &msg.private_to {
+                Some(user) => format!(" (only to {user})"),
+                None => String::new(),
+            };
+            let hint = command_hint(&msg.actions, &self.prefix);
+            self.print(&format!("[{place}] caseroom{to}"), &msg.text, &hint);
             Ok(id)
         })
+    }
+
+    fn edit<'a>(
+        &'a self,
+        msg: &'a Outgoing,
+        _target: &'a str,
+        _txn_id: &'a str,
+    ) -> BoxFuture<'a, Result<(), SendError>> {
+        Box::pin(async move {
+            let what = msg.case.map(|c| format!(" {c}")).unwrap_or_default();
+            let hint = command_hint(&msg.actions, &self.prefix);
+            self.print(
+                &format!("[{}] caseroom ✎ card{what} updated", msg.room),
+                &msg.text,
+                &hint,
+            );
+            Ok(())
+        })
+    }
+
+    fn remove<'a>(
+        &'a self,
+        room: &'a str,
+        target: &'a str,
+        reason: &'a str,
+        _txn_id: &'a str,
+    ) -> BoxFuture<'a, Result<String, SendError>> {
+        Box::pin(async move {
+            self.print_removal(room, target, reason);
+            Ok(format!("removal-{target}"))
+        })
+    }
+
+    fn run(
+        self: Arc<Self>,
+        tx: mpsc::Sender<Incoming>,
+        shutdown: CancellationToken,
+    ) -> BoxFuture<'static, anyhow::Result<()>> {
+        Box::pin(async move {
+            let Some(store) = self.store.clone() else {
+                anyhow::bail!("the terminal platform was not started with a store");
+            };
+            read_stdin(self.room.clone(), store, tx, shutdown).await;
+            Ok(())
+        })
+    }
+}
+
+impl ConsolePlatform {
+    fn print_removal(&self, room: &str, target: &str, reason: &str) {
+        let _guard = self.out.lock().unwrap_or_else(|e| e.into_inner());
+        let mut out = std::io::stdout().lock();
+        let _ = writeln!(
+            out,
+            "\n(caseroom removed message {target} in [{room}]: {reason})"
+        );
+        let _ = out.flush();
     }
 }
 
@@ -131,6 +228,7 @@ pub async fn read_stdin(
                 text: text.to_owned(),
                 thread_root,
             },
+            reply_handle: None,
         };
         if tx.send(msg).await.is_err() {
             return;

@@ -5,8 +5,12 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::Mutex;
 use std::time::Duration;
 
+use anyhow::Result;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
 use super::{BoxFuture, Platform, SendError};
-use crate::message::Outgoing;
+use crate::message::{Action, Incoming, Outgoing};
 
 /// One delivered message, as the fake server stored it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -19,6 +23,21 @@ pub struct Sent {
     pub txn_id: String,
     /// Set when this was a removal of an earlier message.
     pub redacts: Option<String>,
+    /// The actions (buttons) shown with it.
+    pub actions: Vec<Action>,
+    /// Only this user was meant to see it.
+    pub private_to: Option<String>,
+}
+
+/// One edit of an earlier message, as the fake server applied it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Edit {
+    /// The edited message's id.
+    pub target: String,
+    pub room: String,
+    pub text: String,
+    pub actions: Vec<Action>,
+    pub txn_id: String,
 }
 
 /// A fake chat server. Like Matrix, it deduplicates by transaction id: a
@@ -33,6 +52,7 @@ pub struct FakePlatform {
 #[derive(Debug, Default)]
 struct FakeState {
     sent: Vec<Sent>,
+    edits: Vec<Edit>,
     by_txn: HashMap<String, String>,
     /// Scripted answers per room, used before delivering.
     failures: HashMap<String, VecDeque<SendError>>,
@@ -64,6 +84,34 @@ impl FakePlatform {
             .unwrap_or_else(|e| e.into_inner())
             .sent
             .clone()
+    }
+
+    /// Every edit so far, in order.
+    pub fn edits(&self) -> Vec<Edit> {
+        self.state
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .edits
+            .clone()
+    }
+
+    /// The edits of message `target`, in order.
+    pub fn edits_of(&self, target: &str) -> Vec<Edit> {
+        self.edits()
+            .into_iter()
+            .filter(|e| e.target == target)
+            .collect()
+    }
+
+    /// The message `id` as it reads now: its text after the latest edit.
+    pub fn current_text(&self, id: &str) -> Option<String> {
+        let st = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        st.edits
+            .iter()
+            .rev()
+            .find(|e| e.target == id)
+            .map(|e| e.text.clone())
+            .or_else(|| st.sent.iter().find(|m| m.id == id).map(|m| m.text.clone()))
     }
 
     /// Every attempt: (room, txn id, refused).
@@ -109,8 +157,63 @@ impl Platform for FakePlatform {
                 mentions: msg.mentions.clone(),
                 txn_id: txn_id.to_owned(),
                 redacts: msg.redacts.clone(),
+                actions: msg.actions.clone(),
+                private_to: msg.private_to.clone(),
             });
             Ok(id)
+        })
+    }
+
+    fn edit<'a>(
+        &'a self,
+        msg: &'a Outgoing,
+        target: &'a str,
+        txn_id: &'a str,
+    ) -> BoxFuture<'a, Result<(), SendError>> {
+        Box::pin(async move {
+            let mut st = self.state.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some(err) = st.failures.get_mut(&msg.room).and_then(|q| q.pop_front()) {
+                st.attempts
+                    .push((msg.room.clone(), txn_id.to_owned(), true));
+                return Err(err);
+            }
+            st.attempts
+                .push((msg.room.clone(), txn_id.to_owned(), false));
+            if !st.sent.iter().any(|m| m.id == target) {
+                return Err(SendError::Permanent(format!("no message {target} to edit")));
+            }
+            st.edits.push(Edit {
+                target: target.to_owned(),
+                room: msg.room.clone(),
+                text: msg.text.clone(),
+                actions: msg.actions.clone(),
+                txn_id: txn_id.to_owned(),
+            });
+            Ok(())
+        })
+    }
+
+    fn remove<'a>(
+        &'a self,
+        room: &'a str,
+        target: &'a str,
+        reason: &'a str,
+        txn_id: &'a str,
+    ) -> BoxFuture<'a, Result<String, SendError>> {
+        let mut msg = Outgoing::redaction(room, target, reason);
+        msg.what = "redaction".into();
+        Box::pin(async move { self.send(&msg, None, txn_id).await })
+    }
+
+    /// The fake receives nothing by itself: tests hand events to the bot.
+    fn run(
+        self: std::sync::Arc<Self>,
+        _tx: mpsc::Sender<Incoming>,
+        shutdown: CancellationToken,
+    ) -> BoxFuture<'static, Result<()>> {
+        Box::pin(async move {
+            shutdown.cancelled().await;
+            Ok(())
         })
     }
 }

@@ -56,7 +56,7 @@ use matrix_sdk::ruma::events::relation::Thread;
 use matrix_sdk::ruma::events::room::member::MembershipState;
 use matrix_sdk::ruma::events::room::message::sanitize::remove_plain_reply_fallback;
 use matrix_sdk::ruma::events::room::message::{
-    FormattedBody, MessageType, Relation, RoomMessageEventContent,
+    FormattedBody, MessageType, Relation, ReplacementMetadata, RoomMessageEventContent,
 };
 use matrix_sdk::ruma::events::{
     AnyStrippedStateEvent, AnySyncMessageLikeEvent, AnySyncStateEvent, AnySyncTimelineEvent,
@@ -235,7 +235,7 @@ impl MatrixPlatform {
     ///
     /// Fails only when it cannot go on: the access token was revoked, or the
     /// store cannot be written.
-    pub async fn run(
+    pub async fn sync_loop(
         self: Arc<Self>,
         tx: mpsc::Sender<Incoming>,
         shutdown: CancellationToken,
@@ -364,6 +364,7 @@ impl MatrixPlatform {
             sender: event.sender().to_string(),
             event_id: event.event_id().to_string(),
             kind,
+            reply_handle: None,
         })
     }
 
@@ -521,7 +522,7 @@ impl MatrixPlatform {
                 }
             })
             .collect();
-        let mut content = render(&msg.text, &mentions);
+        let mut content = render(&with_hint(msg), &mentions);
         // Always set: an empty `m.mentions` tells clients that names in the
         // text are not meant to notify anyone.
         content.mentions = Some(Mentions::with_user_ids(mentions));
@@ -533,8 +534,35 @@ impl MatrixPlatform {
             // root, so clients without threads show it as a reply.
             content.relates_to = Some(Relation::Thread(Thread::plain(root.clone(), root)));
         }
+        self.send_content(&room_id, &content, txn_id).await
+    }
+
+    /// Edits the bot's message `target` in place (`m.replace` with
+    /// `m.new_content`); see [`Platform::edit`]. Nobody is notified again.
+    async fn replace(&self, msg: &Outgoing, target: &str, txn_id: &str) -> Result<(), SendError> {
+        let room_id = RoomId::parse(msg.room.as_str()).map_err(|e| {
+            SendError::Permanent(format!("{:?} is not a Matrix room id: {e}", msg.room))
+        })?;
+        let target = EventId::parse(target).map_err(|e| {
+            SendError::Permanent(format!("{target:?} is not a Matrix event id: {e}"))
+        })?;
+        let mut content = render(&with_hint(msg), &[]);
+        content.mentions = Some(Mentions::new());
+        let content = content.make_replacement(ReplacementMetadata::new(target, None));
+        self.send_content(&room_id, &content, txn_id)
+            .await
+            .map(|_| ())
+    }
+
+    /// Sends one `m.room.message` with our transaction id (idempotent).
+    async fn send_content(
+        &self,
+        room_id: &RoomId,
+        content: &RoomMessageEventContent,
+        txn_id: &str,
+    ) -> Result<String, SendError> {
         let txn_id: OwnedTransactionId = txn_id.into();
-        let request = send_message_event::v3::Request::new(room_id.clone(), txn_id, &content)
+        let request = send_message_event::v3::Request::new(room_id.to_owned(), txn_id, content)
             .map_err(|e| SendError::Permanent(format!("cannot encode the message: {e}")))?;
         let config = RequestConfig::new().disable_retry().timeout(SEND_TIMEOUT);
         let response = self
@@ -545,6 +573,17 @@ impl MatrixPlatform {
             .map_err(|e| send_error(&e))?;
         debug!(room = %room_id, event = %response.event_id, "sent a Matrix message");
         Ok(response.event_id.to_string())
+    }
+}
+
+/// The message text with a line saying which reactions act on it: Matrix
+/// has no buttons, so a reaction on the bot's message is the click.
+fn with_hint(msg: &Outgoing) -> String {
+    let hint = crate::message::reaction_hint(&msg.actions);
+    if hint.is_empty() {
+        msg.text.clone()
+    } else {
+        format!("{}\n{hint}", msg.text)
     }
 }
 
@@ -591,6 +630,38 @@ impl Platform for MatrixPlatform {
         txn_id: &'a str,
     ) -> BoxFuture<'a, Result<String, SendError>> {
         Box::pin(self.deliver(msg, thread_root, txn_id))
+    }
+
+    fn edit<'a>(
+        &'a self,
+        msg: &'a Outgoing,
+        target: &'a str,
+        txn_id: &'a str,
+    ) -> BoxFuture<'a, Result<(), SendError>> {
+        Box::pin(self.replace(msg, target, txn_id))
+    }
+
+    fn remove<'a>(
+        &'a self,
+        room: &'a str,
+        target: &'a str,
+        reason: &'a str,
+        txn_id: &'a str,
+    ) -> BoxFuture<'a, Result<String, SendError>> {
+        Box::pin(async move {
+            let room_id = RoomId::parse(room).map_err(|e| {
+                SendError::Permanent(format!("{room:?} is not a Matrix room id: {e}"))
+            })?;
+            self.redact(&room_id, target, reason, txn_id).await
+        })
+    }
+
+    fn run(
+        self: Arc<Self>,
+        tx: mpsc::Sender<Incoming>,
+        shutdown: CancellationToken,
+    ) -> BoxFuture<'static, anyhow::Result<()>> {
+        Box::pin(self.sync_loop(tx, shutdown))
     }
 }
 

@@ -1,9 +1,22 @@
 //! Chat platforms: the adapters between the core and each chat network.
 //!
-//! An adapter does two things: it turns the network's events into
-//! [`Incoming`](crate::message::Incoming) values sent to the bot, and it
-//! delivers [`Outgoing`](crate::message::Outgoing) messages for the outbox.
-//! Only `src/platform/<name>.rs` imports a chat SDK.
+//! An adapter is one module (`src/platform/<name>`, the only place its SDK
+//! is imported) implementing [`Platform`]:
+//!
+//! - **receive** ([`Platform::run`]): turn the network's events into
+//!   [`Incoming`] values — messages, reactions, clicks on actions — and send
+//!   them to the bot until shutdown;
+//! - **deliver** ([`Platform::send`]): post an [`Outgoing`] message, in a
+//!   thread when asked, rendering its [`Action`](crate::message::Action)s
+//!   natively (buttons, reaction hints, typed hints);
+//! - **edit** ([`Platform::edit`]): replace an earlier message's content (a
+//!   case's live card); a platform that cannot edit does nothing;
+//! - **remove** ([`Platform::remove`]): delete someone's message that held a
+//!   card number or password.
+//!
+//! Deliveries come from the outbox, which orders them per room, retries,
+//! honours rate limits and coalesces card edits. [`connect`] picks the
+//! platform from the config, so `app.rs` has no per-platform code.
 
 pub mod console;
 pub mod fake;
@@ -12,9 +25,16 @@ pub mod matrix;
 
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::time::Duration;
 
-use crate::message::Outgoing;
+use anyhow::Result;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::Config;
+use crate::message::{Incoming, Outgoing};
+use crate::store::Store;
 
 /// A boxed future, so adapters can sit behind `Arc<dyn Platform>`.
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
@@ -50,4 +70,58 @@ pub trait Platform: Send + Sync + 'static {
         thread_root: Option<&'a str>,
         txn_id: &'a str,
     ) -> BoxFuture<'a, Result<String, SendError>>;
+
+    /// Replaces the content of the bot's message `target` (in `msg.room`)
+    /// with `msg`'s text and actions. `txn_id` as for [`Platform::send`].
+    /// The default does nothing: a platform that cannot edit posts nothing
+    /// extra.
+    fn edit<'a>(
+        &'a self,
+        msg: &'a Outgoing,
+        target: &'a str,
+        txn_id: &'a str,
+    ) -> BoxFuture<'a, Result<(), SendError>> {
+        let _ = (msg, target, txn_id);
+        Box::pin(async { Ok(()) })
+    }
+
+    /// Removes message `target` from `room`, giving `reason`. Returns the
+    /// platform's id for the removal, if it has one.
+    fn remove<'a>(
+        &'a self,
+        room: &'a str,
+        target: &'a str,
+        reason: &'a str,
+        txn_id: &'a str,
+    ) -> BoxFuture<'a, Result<String, SendError>>;
+
+    /// Receives events until `shutdown` (or until the network is gone for
+    /// good, which is an error), sending each to the bot on `tx`. Events
+    /// from before the bot's first start are not delivered.
+    fn run(
+        self: Arc<Self>,
+        tx: mpsc::Sender<Incoming>,
+        shutdown: CancellationToken,
+    ) -> BoxFuture<'static, Result<()>>;
+}
+
+/// Connects to the platform the config enables — or, with none enabled,
+/// the terminal — and adjusts `config` to it (room aliases resolved to ids,
+/// the terminal user given every role).
+pub async fn connect(config: &mut Config, store: &Store) -> Result<Arc<dyn Platform>> {
+    #[cfg(feature = "matrix")]
+    if let Some(mx) = config.matrix.clone() {
+        use anyhow::Context as _;
+        let (platform, rooms) = matrix::MatrixPlatform::connect(&mx, &config.rooms, store.clone())
+            .await
+            .context("connecting to Matrix")?;
+        config.rooms = rooms;
+        return Ok(platform);
+    }
+    if config.slack.is_some() || config.discord.is_some() {
+        anyhow::bail!(
+            "the Slack and Discord adapters are not built yet; disable [slack]/[discord] or enable [matrix]"
+        );
+    }
+    Ok(console::ConsolePlatform::start(config, store))
 }

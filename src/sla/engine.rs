@@ -39,7 +39,7 @@ use super::render::{self, MetTable, Paged};
 use super::timeline::{AlertId, End, Target, Timeline};
 use crate::case::{Case, CaseId, EventKind};
 use crate::config::PageTarget;
-use crate::message::{Outgoing, ThreadRef, root_key};
+use crate::message::{self, ActionKind, ActionStyle, Outgoing, ThreadRef, root_key};
 use crate::outbox::Outbox;
 use crate::store::{CaseFilter, Store};
 
@@ -456,9 +456,17 @@ impl Sla {
             self.install(id, &p);
             return Ok(());
         }
-        let fx = self.effects(&tl, &p.actions, now)?;
+        let mut fx = self.effects(&tl, &p.actions, now)?;
         tracing::info!(case = %id, actions = ?p.actions, "SLA fired");
         let store = &self.shared.store;
+        if !fx.events.is_empty() {
+            // The card shows the SLA state: warnings and breaches change it.
+            fx.out.push(Outgoing::card(
+                self.shared.settings.team_room.clone(),
+                id,
+                true,
+            ));
+        }
         store.commit(Some(id), "bot", now, fx.events, fx.out, None)?;
         self.shared.outbox.wake();
         let tl = self.refresh(id)?;
@@ -585,8 +593,8 @@ impl Sla {
                     };
                     let first = paged.as_ref().map(|p| (p, steps));
                     let text = render::alert(about, *due, now, first, later, &tz);
-                    fx.out
-                        .extend(self.page_messages(oncall(text, paged.as_ref()), paged.as_ref()));
+                    let msg = oncall(text, paged.as_ref()).with_actions(alert_actions(alert));
+                    fx.out.extend(self.page_messages(msg, paged.as_ref()));
                 }
                 Action::Page {
                     run,
@@ -613,8 +621,8 @@ impl Sla {
                         alert: *alert,
                     };
                     let text = render::page(about, &p, (*step, steps, *round), since);
-                    fx.out
-                        .extend(self.page_messages(oncall(text, Some(&p)), Some(&p)));
+                    let msg = oncall(text, Some(&p)).with_actions(alert_actions(*alert));
+                    fx.out.extend(self.page_messages(msg, Some(&p)));
                 }
                 Action::Remind { run, alert } => {
                     let r = &tl.runs[*run];
@@ -790,7 +798,11 @@ impl Sla {
                 },
                 None,
             )],
-            vec![reply(text), thread],
+            vec![
+                reply(text),
+                thread,
+                Outgoing::card(self.shared.settings.team_room.clone(), case, true),
+            ],
             Some(seen),
         )?;
         self.shared.outbox.wake();
@@ -814,6 +826,17 @@ impl Sla {
             (std::cmp::Reverse(*r), t.due.unwrap_or(Timestamp::MAX), *id)
         });
         rows
+    }
+
+    /// A case's SLA targets as they stand now (re-planned first, so a
+    /// change that was just written shows), for its card.
+    pub fn targets(&self, id: CaseId) -> Vec<TargetSla> {
+        self.touch(id);
+        self.state()
+            .cases
+            .get(&id)
+            .map(|c| c.targets.to_vec())
+            .unwrap_or_default()
     }
 
     /// The highest risk of each case that has one, for `queue`.
@@ -953,4 +976,16 @@ impl Sla {
         let table = st.cases.capacity() * per_case;
         (st.cases.len(), table + targets + timers + alerts)
     }
+}
+
+/// The buttons on an alert or page: acknowledge, or snooze for 15 minutes.
+fn alert_actions(alert: AlertId) -> Vec<message::Action> {
+    vec![
+        message::Action::new(ActionKind::Ack { alert }, "Ack", ActionStyle::Primary),
+        message::Action::new(
+            ActionKind::Snooze { alert, minutes: 15 },
+            "Snooze 15m",
+            ActionStyle::Secondary,
+        ),
+    ]
 }

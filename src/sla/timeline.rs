@@ -86,8 +86,24 @@ impl FromStr for Target {
 }
 
 /// An on-call alert's short id, `A-7`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
+)]
+#[serde(into = "String", try_from = "String")]
 pub struct AlertId(pub u64);
+
+impl From<AlertId> for String {
+    fn from(id: AlertId) -> String {
+        id.to_string()
+    }
+}
+
+impl TryFrom<String> for AlertId {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, Self::Error> {
+        s.parse()
+    }
+}
 
 impl fmt::Display for AlertId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

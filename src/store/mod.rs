@@ -35,7 +35,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::case::{Case, CaseId, Event, EventKind, NewCase, Status, TransitionError};
-use crate::message::Outgoing;
+use crate::message::{Action, Outgoing};
 pub use group_commit::Durable;
 use group_commit::GroupCommit;
 
@@ -491,6 +491,12 @@ impl Store {
         if let Some(key) = &msg.record_as {
             batch.insert(state_key(&format!("posted:{key}")), message_id.as_bytes());
         }
+        if !msg.actions.is_empty() {
+            batch.insert(
+                state_key(&actions_key(&msg.room, message_id)),
+                to_json(&msg.actions)?,
+            );
+        }
         if let Some(id) = msg.case {
             if msg.what == "root" {
                 batch.insert(
@@ -535,6 +541,27 @@ impl Store {
         self.db().apply_batch(batch)?;
         self.shared.commit.written().wait()?;
         Ok(())
+    }
+
+    /// Removes outbox messages that went out (or were superseded) and need
+    /// no other record: coalesced card edits. Not waited for: after a crash
+    /// an edit is at worst sent again, showing the same state.
+    pub fn outbox_done(&self, seqs: &[u64]) -> Result<(), StoreError> {
+        let mut batch = sled::Batch::default();
+        for seq in seqs {
+            batch.remove(outbox_key(b'o', *seq));
+        }
+        self.db().apply_batch(batch)?;
+        Ok(())
+    }
+
+    /// The actions the bot's message `message_id` in `room` carried when
+    /// it was posted (for reactions standing in for clicks).
+    pub fn actions_on(&self, room: &str, message_id: &str) -> Result<Vec<Action>, StoreError> {
+        self.get_state(&actions_key(room, message_id))?
+            .map(|v| from_json(&v))
+            .transpose()
+            .map(Option::unwrap_or_default)
     }
 
     /// The platform id of a message sent with `record_as = key`.
@@ -904,6 +931,10 @@ fn state_key(key: &str) -> Vec<u8> {
 
 fn seen_key(event_id: &str) -> String {
     format!("seen:{event_id}")
+}
+
+fn actions_key(room: &str, message_id: &str) -> String {
+    format!("actions:{room}:{message_id}")
 }
 
 fn thread_key(room: &str, root: &str) -> String {

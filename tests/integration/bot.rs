@@ -87,6 +87,7 @@ async fn escalation_opens_one_case_with_root_and_suggestion_thread() {
             text: format!("!escalate {}", zh_ticket()),
             thread_root: None,
         },
+        reply_handle: None,
     });
     h.settle().await;
     assert_eq!(h.sent().len(), sent.len());
@@ -108,6 +109,7 @@ async fn reaction_escalates_a_message_once() {
             target_text: Some("I was charged twice for my order, I want a refund please".into()),
             target_sender: Some("@customer:test".into()),
         },
+        reply_handle: None,
     };
     h.deliver(&react("$r1"));
     h.deliver(&react("$r2"));
@@ -136,6 +138,7 @@ async fn reaction_escalates_a_message_once() {
             target_sender: None,
         },
         room: INTAKE.into(),
+        reply_handle: None,
     });
     h.settle().await;
     assert_eq!(h.store.case_count(), 1);
@@ -460,6 +463,7 @@ async fn a_restart_continues_and_never_answers_twice() {
             text: "!claim".into(),
             thread_root: Some(root.clone()),
         },
+        reply_handle: None,
     });
     h.settle().await;
     assert_eq!(h.sent().len(), before, "old command answered again");

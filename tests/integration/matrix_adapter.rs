@@ -153,7 +153,7 @@ impl Running {
     fn start(bot: &Arc<MatrixPlatform>) -> Running {
         let (tx, rx) = mpsc::channel(256);
         let shutdown = CancellationToken::new();
-        let task = tokio::spawn(bot.clone().run(tx, shutdown.clone()));
+        let task = tokio::spawn(bot.clone().sync_loop(tx, shutdown.clone()));
         Running { rx, shutdown, task }
     }
 

@@ -152,6 +152,7 @@ impl SlaHarness {
                     text: text.into(),
                     thread_root: thread.map(str::to_owned),
                 },
+                reply_handle: None,
             })
             .expect("handle");
     }

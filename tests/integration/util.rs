@@ -159,6 +159,7 @@ impl Harness {
                 text: text.into(),
                 thread_root: thread.map(str::to_owned),
             },
+            reply_handle: None,
         });
         id
     }
