@@ -1,6 +1,7 @@
 //! caseroom's integration tests: one binary, a module per area.
 
 mod bot;
+mod cards;
 mod config;
 mod http;
 #[cfg(feature = "matrix")]
