@@ -7,6 +7,8 @@ mod http;
 #[cfg(feature = "matrix")]
 mod matrix_adapter;
 #[cfg(feature = "matrix")]
+mod matrix_cards;
+#[cfg(feature = "matrix")]
 mod matrix_crash;
 #[cfg(feature = "matrix")]
 mod matrix_e2e;

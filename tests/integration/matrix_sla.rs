@@ -17,7 +17,7 @@ use tokio_util::sync::CancellationToken;
 use super::matrix_adapter::{create_room, send_text, synapse, unique};
 use super::util::test_config;
 
-const SLA: &str = r#"
+pub(super) const SLA: &str = r#"
 [sla.calendars.default]
 timezone = "Asia/Shanghai"
 
@@ -52,7 +52,7 @@ delay = "4s"
 target = "user:LEAD"
 "#;
 
-async fn messages(client: &Client, room: &OwnedRoomId) -> Vec<Value> {
+pub(super) async fn messages(client: &Client, room: &OwnedRoomId) -> Vec<Value> {
     let mut request = get_message_events::v3::Request::backward(room.clone());
     request.limit = UInt::from(200u32);
     let response = client.send(request).await.expect("room messages");
@@ -66,7 +66,7 @@ async fn messages(client: &Client, room: &OwnedRoomId) -> Vec<Value> {
     out
 }
 
-fn body(v: &Value) -> &str {
+pub(super) fn body(v: &Value) -> &str {
     v["content"]["body"].as_str().unwrap_or_default()
 }
 
@@ -76,7 +76,7 @@ fn mentions(v: &Value, user: &str) -> bool {
         .is_some_and(|a| a.iter().any(|u| u == user))
 }
 
-async fn wait_for(
+pub(super) async fn wait_for(
     client: &Client,
     room: &OwnedRoomId,
     bot: &str,
