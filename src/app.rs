@@ -88,6 +88,7 @@ pub async fn run_with(
     });
     let outbox = Outbox::new();
     let http = config.http.clone();
+
     let bot = Bot::new(
         config,
         store.clone(),
@@ -96,6 +97,8 @@ pub async fn run_with(
         platform.name(),
     );
     outbox.spawn(store.clone(), platform, shutdown.clone(), &tracker);
+    bot.spawn_outbound(shutdown.clone(), &tracker)
+        .context("starting the helpdesk event delivery")?;
     tracker.spawn(relearn(bot.clone(), engine, shutdown.clone()));
     // SLA timers: loads open cases' deadlines, then fires each when due.
     bot.sla().spawn(shutdown.clone(), &tracker);

@@ -98,6 +98,11 @@ impl Bot {
             outbox.clone(),
             clock.clone(),
         );
+        if config.outbound.enabled {
+            // Before the first write: every change from now on queues its
+            // helpdesk event in the same write.
+            store.set_outbound_events(config.outbound.events.clone());
+        }
         let bot = Bot {
             shared: Arc::new(Shared {
                 config,
@@ -116,6 +121,32 @@ impl Bot {
         bot
     }
 
+    /// Starts delivering helpdesk events (`[outbound]`), when enabled.
+    pub fn spawn_outbound(
+        &self,
+        shutdown: tokio_util::sync::CancellationToken,
+        tracker: &tokio_util::task::TaskTracker,
+    ) -> anyhow::Result<()> {
+        let s = &self.shared;
+        if !s.config.outbound.enabled {
+            return Ok(());
+        }
+        crate::outbound::deliver::spawn(
+            s.config.outbound.clone(),
+            s.store.clone(),
+            s.outbox.clone(),
+            s.config.rooms.team.clone(),
+            shutdown,
+            tracker,
+        )
+    }
+
+    /// Whether agents' replies can reach the customer (through the
+    /// helpdesk, `[outbound]` with `case.reply`).
+    pub fn replies_enabled(&self) -> bool {
+        self.shared.config.outbound.sends("case.reply")
+    }
+
     /// The live card of case `id` as it should read now: text and actions.
     /// `None` when there is no such case.
     pub fn render_card(&self, id: CaseId) -> anyhow::Result<Option<(String, Vec<Action>)>> {
@@ -125,7 +156,10 @@ impl Bot {
         let sla = self.shared.sla.targets(id);
         let tz = self.shared.sla.settings().display_tz();
         let text = view::card(&case, &self.engine(), &sla, self.now(), &tz);
-        Ok(Some((text, view::card_actions(&case))))
+        Ok(Some((
+            text,
+            view::card_actions(&case, self.replies_enabled()),
+        )))
     }
 
     /// The message that edits case `id`'s card, to queue with a change.

@@ -57,6 +57,9 @@ pub enum Command {
     Case(CaseCommand),
     /// Write all cases, their events and learned history as JSON Lines to stdout.
     Export,
+    /// Helpdesk events (`[outbound]`): what waits, what was set aside, retry.
+    #[command(subcommand)]
+    Outbound(OutboundCommand),
     /// Restore an export into an empty data dir.
     Import {
         /// The JSON Lines file written by `caseroom export` (`-` for stdin).
@@ -93,6 +96,29 @@ pub enum Command {
 }
 
 #[derive(Debug, Subcommand)]
+pub enum OutboundCommand {
+    /// Events waiting for delivery and events set aside after too many tries.
+    List {
+        /// One JSON object per line.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Queue events that were set aside again (fresh count of tries).
+    #[command(
+        after_help = "With the bot running, the data dir is in use: the command then asks the
+running bot through its metrics listener (`http.metrics_listen`)."
+    )]
+    Retry {
+        /// The event id (or queue number) to retry.
+        #[arg(required_unless_present = "all")]
+        id: Option<String>,
+        /// Every event set aside.
+        #[arg(long, conflicts_with = "id")]
+        all: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
 pub enum CaseCommand {
     /// List cases, newest last.
     List {
@@ -105,11 +131,17 @@ pub enum CaseCommand {
         /// Only open cases.
         #[arg(long)]
         open: bool,
+        /// One JSON object per case, one per line.
+        #[arg(long)]
+        json: bool,
     },
     /// Show a case and its full history.
     Show {
         /// Case id, e.g. C-1042.
         id: CaseId,
+        /// One JSON object: `{"case": {...}, "events": [...]}`.
+        #[arg(long)]
+        json: bool,
     },
     /// Open a case by hand.
     Open(OpenArgs),
@@ -172,6 +204,7 @@ pub fn main(cli: Cli) -> Result<i32> {
             export(&store, &mut std::io::stdout().lock())?;
             Ok(0)
         }
+        Command::Outbound(cmd) => outbound_command(&cli.config, cli.data_dir.as_deref(), cmd),
         Command::Import { file, force } => {
             let store = open_store(&cli.config, cli.data_dir.as_deref())?;
             import(&store, &file, force)
@@ -241,12 +274,104 @@ fn check(config: &Path) -> Result<i32> {
     }
 }
 
+/// `caseroom outbound list|retry`.
+fn outbound_command(config: &Path, dir: Option<&Path>, cmd: OutboundCommand) -> Result<i32> {
+    let store = match open_store(config, dir) {
+        Ok(s) => s,
+        Err(e) => {
+            // The bot holds the data dir: ask it instead.
+            if let OutboundCommand::Retry { id, .. } = &cmd
+                && let Ok(cfg) = load_config(config, dir)
+            {
+                let url = format!("http://{}/outbound/retry", cfg.http.metrics_listen);
+                if let Some(n) = ask_running_bot(&url, id.as_deref()) {
+                    println!("{n} event(s) queued again (by the running bot)");
+                    return Ok(if n == 0 { 1 } else { 0 });
+                }
+            }
+            return Err(e.context(
+                "is the bot running? `outbound list` needs the data dir; stop the bot, or enable [http] so `outbound retry` can ask it",
+            ));
+        }
+    };
+    match cmd {
+        OutboundCommand::List { json } => {
+            let mut out = std::io::stdout().lock();
+            let pending = store.outbound_from(0)?;
+            let failed = store.outbound_failed()?;
+            for (state, list) in [("pending", &pending), ("set_aside", &failed)] {
+                for (seq, q) in list {
+                    if json {
+                        serde_json::to_writer(
+                            &mut out,
+                            &serde_json::json!({
+                                "seq": seq, "state": state, "event": q.event,
+                                "attempts": q.attempts, "last_error": q.last_error,
+                            }),
+                        )?;
+                        writeln!(out)?;
+                    } else {
+                        writeln!(
+                            out,
+                            "{seq:>6} {state:<9} {:<18} {:<6} {} tries={} {}",
+                            q.event.kind,
+                            q.event.case.id,
+                            q.event.id,
+                            q.attempts,
+                            q.last_error.as_deref().unwrap_or("")
+                        )?;
+                    }
+                }
+            }
+            if !json {
+                writeln!(out, "{} pending, {} set aside", pending.len(), failed.len())?;
+            }
+            Ok(0)
+        }
+        OutboundCommand::Retry { id, .. } => {
+            let n = store.outbound_retry(id.as_deref())?;
+            println!(
+                "{n} event(s) queued again; the bot delivers them at its next start (or within seconds if it is running)"
+            );
+            Ok(if n == 0 { 1 } else { 0 })
+        }
+    }
+}
+
+/// `POST <url>?id=...` to a running bot's metrics listener; the number of
+/// events it queued again, or `None` when no bot answered.
+fn ask_running_bot(url: &str, id: Option<&str>) -> Option<u64> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .ok()?;
+    rt.block_on(async {
+        // Ids and queue numbers are [A-Za-z0-9_]: nothing to escape.
+        let url = match id {
+            Some(id) if id.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') => {
+                format!("{url}?id={id}")
+            }
+            Some(_) => return Some(0),
+            None => url.to_owned(),
+        };
+        let response = reqwest::Client::new()
+            .post(url)
+            .timeout(std::time::Duration::from_secs(5))
+            .send()
+            .await
+            .ok()?;
+        let v: serde_json::Value = serde_json::from_slice(&response.bytes().await.ok()?).ok()?;
+        v["retried"].as_u64()
+    })
+}
+
 fn case_command(store: &Store, cmd: CaseCommand) -> Result<i32> {
     match cmd {
         CaseCommand::List {
             status,
             assignee,
             open,
+            json,
         } => {
             let cases = store.cases(&CaseFilter {
                 status,
@@ -254,6 +379,13 @@ fn case_command(store: &Store, cmd: CaseCommand) -> Result<i32> {
                 open_only: open,
             })?;
             let mut out = std::io::stdout().lock();
+            if json {
+                for c in cases {
+                    serde_json::to_writer(&mut out, &c)?;
+                    writeln!(out)?;
+                }
+                return Ok(0);
+            }
             if cases.is_empty() {
                 writeln!(out, "no cases")?;
             }
@@ -262,12 +394,21 @@ fn case_command(store: &Store, cmd: CaseCommand) -> Result<i32> {
             }
             Ok(0)
         }
-        CaseCommand::Show { id } => {
+        CaseCommand::Show { id, json } => {
             let Some(case) = store.case(id)? else {
                 eprintln!("no case {id}");
                 return Ok(1);
             };
             let events = store.events(id)?;
+            if json {
+                let mut out = std::io::stdout().lock();
+                serde_json::to_writer(
+                    &mut out,
+                    &serde_json::json!({"case": case, "events": events}),
+                )?;
+                writeln!(out)?;
+                return Ok(0);
+            }
             print!("{}", show_case(&case, &events));
             Ok(0)
         }

@@ -26,6 +26,9 @@ use toml::Spanned;
 use crate::case::Priority;
 use crate::lang::Lang;
 
+mod outbound;
+pub use outbound::OutboundConfig;
+
 /// One problem in the config file.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConfigError {
@@ -120,6 +123,8 @@ struct RawConfig {
     sla: RawSla,
     #[serde(default)]
     oncall: RawOncall,
+    #[serde(default)]
+    outbound: outbound::RawOutbound,
     matrix: Option<RawMatrix>,
     slack: Option<RawSlack>,
     discord: Option<RawDiscord>,
@@ -298,6 +303,7 @@ pub struct Config {
     pub http: HttpConfig,
     pub sla: SlaConfig,
     pub oncall: OncallConfig,
+    pub outbound: OutboundConfig,
     pub matrix: Option<MatrixConfig>,
     pub slack: Option<SlackConfig>,
     pub discord: Option<DiscordConfig>,
@@ -653,6 +659,7 @@ impl Validator<'_> {
             .unwrap_or(TimeZone::UTC);
         let oncall = self.oncall(raw.oncall, &team_tz);
         let sla = self.sla(raw.sla, &oncall);
+        let outbound = self.outbound(raw.outbound);
         let matrix = raw.matrix.filter(|m| m.enabled).map(|m| self.matrix(m));
         let slack = raw.slack.filter(|s| s.enabled).map(|s| SlackConfig {
             bot_token: self.secret(&s.bot_token_env, "slack.bot_token_env"),
@@ -678,6 +685,7 @@ impl Validator<'_> {
             http,
             sla,
             oncall,
+            outbound,
             matrix,
             slack,
             discord,

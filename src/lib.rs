@@ -15,6 +15,7 @@
 //! | [`command`]  | one file per chat command (parse, then apply)                  |
 //! | [`view`]     | how the bot's messages read                                    |
 //! | [`http`]     | ticket webhook (signed), health, Prometheus metrics listener   |
+//! | [`outbound`] | signed case events to the helpdesk; replies to the customer    |
 //! | [`outbox`]   | persisted outgoing messages, per-room ordered delivery         |
 //! | [`platform`] | adapters: terminal, fake (tests), Matrix                       |
 //! | [`playbook`] | playbooks, the suggestion engine, extraction, reply drafts     |
@@ -30,6 +31,7 @@ pub mod config;
 pub mod http;
 pub mod lang;
 pub mod message;
+pub mod outbound;
 pub mod outbox;
 pub mod platform;
 pub mod playbook;

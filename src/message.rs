@@ -159,6 +159,10 @@ pub enum ActionKind {
         case: CaseId,
         playbook: String,
     },
+    /// Send the drafted reply to the customer (`send`).
+    SendDraft {
+        case: CaseId,
+    },
     Ack {
         alert: AlertId,
     },
@@ -195,6 +199,7 @@ impl ActionKind {
         match self {
             ActionKind::Claim { case } => format!("claim:{case}"),
             ActionKind::Resolve { case } => format!("resolve:{case}"),
+            ActionKind::SendDraft { case } => format!("send:{case}"),
             ActionKind::UsePlaybook { case, playbook } => {
                 let mut id = format!("use:{case}:{playbook}");
                 id.truncate(100);
@@ -227,6 +232,7 @@ impl ActionKind {
         Some(match (verb, rest) {
             ("claim", None) => ActionKind::Claim { case: case()? },
             ("resolve", None) => ActionKind::Resolve { case: case()? },
+            ("send", None) => ActionKind::SendDraft { case: case()? },
             ("use", Some(p)) if !p.is_empty() => ActionKind::UsePlaybook {
                 case: case()?,
                 playbook: p.to_owned(),
@@ -246,6 +252,7 @@ impl ActionKind {
         match self {
             ActionKind::Claim { .. } => "claim".into(),
             ActionKind::Resolve { .. } => "resolve".into(),
+            ActionKind::SendDraft { .. } => "send".into(),
             ActionKind::UsePlaybook { playbook, .. } => format!("use {playbook}"),
             ActionKind::Ack { alert } => format!("ack {alert}"),
             ActionKind::Snooze { alert, minutes } => format!("snooze {alert} {minutes}m"),
@@ -257,6 +264,7 @@ impl ActionKind {
         match self {
             ActionKind::Claim { case }
             | ActionKind::Resolve { case }
+            | ActionKind::SendDraft { case }
             | ActionKind::UsePlaybook { case, .. } => Some(*case),
             ActionKind::Ack { .. } | ActionKind::Snooze { .. } => None,
         }
@@ -268,7 +276,9 @@ impl ActionKind {
             ActionKind::Claim { .. } => Some("✋"),
             ActionKind::Resolve { .. } => Some("✅"),
             ActionKind::Ack { .. } => Some("👍"),
-            ActionKind::UsePlaybook { .. } | ActionKind::Snooze { .. } => None,
+            ActionKind::UsePlaybook { .. }
+            | ActionKind::SendDraft { .. }
+            | ActionKind::Snooze { .. } => None,
         }
     }
 }
@@ -402,6 +412,11 @@ impl Outgoing {
     }
 }
 
+/// The key a case's root message is recorded under.
+pub fn root_key(case: CaseId) -> String {
+    format!("root:{case}")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -411,6 +426,7 @@ mod tests {
         let kinds = [
             ActionKind::Claim { case: CaseId(12) },
             ActionKind::Resolve { case: CaseId(1) },
+            ActionKind::SendDraft { case: CaseId(2) },
             ActionKind::UsePlaybook {
                 case: CaseId(3),
                 playbook: "refund".into(),
@@ -450,9 +466,4 @@ mod tests {
         assert!(same_reaction("👍\u{1F3FB}", "👍"));
         assert!(!same_reaction("👎", "👍"));
     }
-}
-
-/// The key a case's root message is recorded under.
-pub fn root_key(case: CaseId) -> String {
-    format!("root:{case}")
 }

@@ -58,6 +58,9 @@ pub trait Renderer: Send + Sync + 'static {
 #[derive(Clone, Default)]
 pub struct Outbox {
     wake: Arc<Notify>,
+    /// Woken with `wake` too: the helpdesk event deliverer, which reads the
+    /// same kind of writes.
+    outbound: Arc<Notify>,
     /// Set once by the bot core; messages to render wait for it.
     renderer: Arc<OnceLock<Arc<dyn Renderer>>>,
 }
@@ -76,6 +79,12 @@ impl Outbox {
     /// Tells the dispatcher there is something new to send.
     pub fn wake(&self) {
         self.wake.notify_one();
+        self.outbound.notify_one();
+    }
+
+    /// What the helpdesk event deliverer waits on.
+    pub(crate) fn outbound_wake(&self) -> Arc<Notify> {
+        self.outbound.clone()
     }
 
     /// Sets who renders cards (once; later calls are ignored).
@@ -192,7 +201,7 @@ async fn room_sender(
     let mut last: HashMap<String, (Instant, String)> = HashMap::new();
     loop {
         let next_due = edits.values().map(|e| e.due).min();
-        let sleep = tokio::time::sleep_until(next_due.unwrap_or_else(Instant::now).into());
+        let sleep = tokio::time::sleep_until(next_due.unwrap_or_else(Instant::now));
         tokio::select! {
             _ = shutdown.cancelled() => return,
             m = rx.recv() => {

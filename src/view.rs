@@ -50,10 +50,10 @@ pub fn card(
     }
     let _ = writeln!(out, "{}", quote(&excerpt(&case.body, ROOT_EXCERPT)));
     let _ = writeln!(out, "{}", playbook_line(case, engine));
-    if case.status.is_open() {
-        if let Some(line) = sla_line(sla, now, tz) {
-            let _ = writeln!(out, "{line}");
-        }
+    if case.status.is_open()
+        && let Some(line) = sla_line(sla, now, tz)
+    {
+        let _ = writeln!(out, "{line}");
     }
     let mut last = format!("Updated {} ago", human(now.duration_since(case.updated_at)));
     if !case.tags.is_empty() {
@@ -66,8 +66,9 @@ pub fn card(
 
 /// The buttons on a case's card, for its current state: Claim while
 /// nobody has it, Resolve while open, Use-suggested-playbook while one was
-/// suggested and none chosen yet.
-pub fn card_actions(case: &Case) -> Vec<Action> {
+/// suggested and none chosen yet, Send-draft while there is a draft and
+/// replies reach the customer (`replies`).
+pub fn card_actions(case: &Case, replies: bool) -> Vec<Action> {
     let mut actions = Vec::new();
     if !case.status.is_open() {
         return actions;
@@ -93,6 +94,13 @@ pub fn card_actions(case: &Case) -> Vec<Action> {
             },
             format!("Use {p}"),
             ActionStyle::Secondary,
+        ));
+    }
+    if replies && case.chosen_playbook.is_some() {
+        actions.push(Action::new(
+            ActionKind::SendDraft { case: id },
+            "Send draft",
+            ActionStyle::Primary,
         ));
     }
     actions

@@ -76,6 +76,11 @@ pub enum EventKind {
     CustomerMessage {
         text: String,
     },
+    /// An agent's reply to the customer (`reply`, `send`), handed to the
+    /// helpdesk; it is the case's first or next response.
+    Reply {
+        text: String,
+    },
     /// An agent rendered a playbook's reply for this case.
     ReplyDrafted {
         playbook: String,
@@ -114,6 +119,7 @@ impl EventKind {
             EventKind::Note { .. } => "note",
             EventKind::AgentMessage { .. } => "agent_message",
             EventKind::CustomerMessage { .. } => "customer_message",
+            EventKind::Reply { .. } => "reply",
             EventKind::ReplyDrafted { .. } => "reply_drafted",
             EventKind::Posted { .. } => "posted",
             EventKind::Sla { .. } => "sla",
@@ -140,6 +146,7 @@ impl EventKind {
                 "add a message to"
             }
             EventKind::ReplyDrafted { .. } => "draft a reply for",
+            EventKind::Reply { .. } => "reply to the customer of",
             EventKind::Posted { .. } => "post about",
             EventKind::Sla { .. } => "record an SLA event on",
         }
@@ -174,6 +181,7 @@ impl EventKind {
             EventKind::Note { text } => format!("note: {text}"),
             EventKind::AgentMessage { text } => format!("agent message: {text}"),
             EventKind::CustomerMessage { text } => format!("customer message: {text}"),
+            EventKind::Reply { text } => format!("reply to the customer: {text}"),
             EventKind::ReplyDrafted { playbook } => format!("reply drafted with {playbook}"),
             EventKind::Posted {
                 platform,

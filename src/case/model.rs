@@ -423,7 +423,7 @@ impl Case {
                 self.tags.insert(tag.clone());
             }
             K::ReplyDrafted { playbook } => self.chosen_playbook = Some(playbook.clone()),
-            K::AgentMessage { .. } => {
+            K::AgentMessage { .. } | K::Reply { .. } => {
                 if self.first_response_at.is_none() {
                     self.first_response_at = Some(ev.at);
                 }
@@ -484,6 +484,7 @@ mod tests {
             "[a-z]{1,6}".prop_map(|tag| EventKind::Tagged { tag }),
             "[a-z ]{0,10}".prop_map(|text| EventKind::Note { text }),
             "[a-z ]{0,10}".prop_map(|text| EventKind::AgentMessage { text }),
+            "[a-z ]{0,10}".prop_map(|text| EventKind::Reply { text }),
         ]
     }
 

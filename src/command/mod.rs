@@ -16,8 +16,10 @@ mod priority;
 mod queue;
 mod reassign;
 mod reopen;
+mod reply;
 mod resolve;
 mod resume;
+mod send;
 mod sla;
 mod snooze;
 mod stats;
@@ -65,6 +67,8 @@ pub enum Command {
     Resume(resume::Resume),
     Resolve(resolve::Resolve),
     Reopen(reopen::Reopen),
+    Reply(reply::Reply),
+    Send(send::Send),
     Help(help::Help),
     Queue(queue::Queue),
     Case(case_show::CaseShow),
@@ -107,6 +111,16 @@ pub(crate) const COMMANDS: &[(&str, &str, &str)] = &[
         "resolve, recording the playbook that solved it",
     ),
     ("reopen", "", "reopen a resolved case"),
+    (
+        "reply",
+        "<text>",
+        "reply to the customer through the helpdesk",
+    ),
+    (
+        "send",
+        "",
+        "send the drafted reply (last `use`, or the suggestion) to the customer",
+    ),
     ("help", "", "this list"),
     (
         "queue",
@@ -188,6 +202,8 @@ pub fn parse(text: &str, prefix: &str) -> Option<Result<Command, String>> {
         "resume" => resume::Resume::parse(args).map(Command::Resume),
         "resolve" => resolve::Resolve::parse(args).map(Command::Resolve),
         "reopen" => reopen::Reopen::parse(args).map(Command::Reopen),
+        "reply" => reply::Reply::parse(args).map(Command::Reply),
+        "send" => send::Send::parse(args).map(Command::Send),
         "help" => help::Help::parse(args).map(Command::Help),
         "queue" => queue::Queue::parse(args).map(Command::Queue),
         "case" => case_show::CaseShow::parse(args).map(Command::Case),
@@ -229,6 +245,8 @@ impl Command {
             Command::Resume(_) => "resume",
             Command::Resolve(_) => "resolve",
             Command::Reopen(_) => "reopen",
+            Command::Reply(_) => "reply",
+            Command::Send(_) => "send",
             Command::Help(_) => "help",
             Command::Queue(_) => "queue",
             Command::Case(_) => "case",
@@ -256,6 +274,8 @@ impl Command {
             Command::Resume(c) => c.apply(ctx),
             Command::Resolve(c) => c.apply(ctx),
             Command::Reopen(c) => c.apply(ctx),
+            Command::Reply(c) => c.apply(ctx),
+            Command::Send(c) => c.apply(ctx),
             Command::Help(c) => c.apply(ctx),
             Command::Queue(c) => c.apply(ctx),
             Command::Case(c) => c.apply(ctx),

@@ -1,7 +1,5 @@
 //! `!use <playbook>`: draft that playbook's reply with this case's fields.
 
-use jiff::Timestamp;
-
 use super::CmdError;
 use crate::bot::Ctx;
 use crate::case::EventKind;
@@ -55,14 +53,14 @@ impl UsePlaybook {
         ctx.shared().store.commit(
             Some(case.id),
             ctx.sender(),
-            Timestamp::now(),
+            ctx.bot.now(),
             vec![(
                 EventKind::ReplyDrafted {
                     playbook: pb.id().to_owned(),
                 },
                 None,
             )],
-            vec![out],
+            vec![out, ctx.bot.card_update(case.id)],
             Some(&ctx.msg.event_id),
         )?;
         Ok(())

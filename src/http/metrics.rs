@@ -81,6 +81,18 @@ fn refresh(store: &Store) {
             .unwrap_or(0.0);
         metrics::gauge!("caseroom_outbox_oldest_age_seconds").set(oldest.max(0.0));
     }
+    if let Ok(pending) = store.outbound_from(0) {
+        metrics::gauge!("caseroom_outbound_pending").set(pending.len() as f64);
+    }
+    if let Ok(failed) = store.outbound_failed() {
+        metrics::gauge!("caseroom_outbound_set_aside").set(failed.len() as f64);
+    }
+}
+
+/// One try to deliver a helpdesk event: `delivered`, `retry`, `rate_limited`
+/// or `set_aside`.
+pub fn outbound(outcome: &'static str) {
+    metrics::counter!("caseroom_outbound_attempts_total", "outcome" => outcome).increment(1);
 }
 
 /// The metrics app: `GET /metrics`.
@@ -92,6 +104,39 @@ pub fn router(store: Store) -> Router {
                 refresh(&store);
                 handle().render()
             }),
+        )
+        // Operators' view of the helpdesk queue (this listener is not public).
+        .route(
+            "/outbound",
+            get(|State(store): State<Store>| async move {
+                let list = |r: Result<Vec<(u64, crate::outbound::Queued)>, _>| {
+                    r.map(|v| {
+                        v.into_iter()
+                            .map(|(seq, q)| serde_json::json!({"seq": seq, "event": q.event, "attempts": q.attempts, "last_error": q.last_error}))
+                            .collect::<Vec<_>>()
+                    })
+                    .unwrap_or_default()
+                };
+                axum::Json(serde_json::json!({
+                    "pending": list(store.outbound_from(0)),
+                    "set_aside": list(store.outbound_failed()),
+                }))
+            }),
+        )
+        .route(
+            "/outbound/retry",
+            axum::routing::post(
+                |State(store): State<Store>,
+                 axum::extract::Query(q): axum::extract::Query<std::collections::HashMap<String, String>>| async move {
+                    match store.outbound_retry(q.get("id").map(String::as_str)) {
+                        Ok(n) => (axum::http::StatusCode::OK, axum::Json(serde_json::json!({"retried": n}))),
+                        Err(e) => (
+                            axum::http::StatusCode::INTERNAL_SERVER_ERROR,
+                            axum::Json(serde_json::json!({"error": e.to_string()})),
+                        ),
+                    }
+                },
+            ),
         )
         .with_state(store)
 }

@@ -5,12 +5,8 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::Mutex;
 use std::time::Duration;
 
-use anyhow::Result;
-use tokio::sync::mpsc;
-use tokio_util::sync::CancellationToken;
-
 use super::{BoxFuture, Platform, SendError};
-use crate::message::{Action, Incoming, Outgoing};
+use crate::message::{Action, Outgoing};
 
 /// One delivered message, as the fake server stored it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -203,17 +199,5 @@ impl Platform for FakePlatform {
         let mut msg = Outgoing::redaction(room, target, reason);
         msg.what = "redaction".into();
         Box::pin(async move { self.send(&msg, None, txn_id).await })
-    }
-
-    /// The fake receives nothing by itself: tests hand events to the bot.
-    fn run(
-        self: std::sync::Arc<Self>,
-        _tx: mpsc::Sender<Incoming>,
-        shutdown: CancellationToken,
-    ) -> BoxFuture<'static, Result<()>> {
-        Box::pin(async move {
-            shutdown.cancelled().await;
-            Ok(())
-        })
     }
 }

@@ -86,23 +86,39 @@ pub trait Platform: Send + Sync + 'static {
     }
 
     /// Removes message `target` from `room`, giving `reason`. Returns the
-    /// platform's id for the removal, if it has one.
+    /// platform's id for the removal, if it has one. The default refuses:
+    /// a platform that cannot remove messages sets the removal aside.
     fn remove<'a>(
         &'a self,
         room: &'a str,
         target: &'a str,
         reason: &'a str,
         txn_id: &'a str,
-    ) -> BoxFuture<'a, Result<String, SendError>>;
+    ) -> BoxFuture<'a, Result<String, SendError>> {
+        let _ = (room, target, reason, txn_id);
+        let name = self.name();
+        Box::pin(async move {
+            Err(SendError::Permanent(format!(
+                "{name} cannot remove messages"
+            )))
+        })
+    }
 
     /// Receives events until `shutdown` (or until the network is gone for
     /// good, which is an error), sending each to the bot on `tx`. Events
-    /// from before the bot's first start are not delivered.
+    /// from before the bot's first start are not delivered. The default
+    /// receives nothing (a send-only sink) and waits for shutdown.
     fn run(
         self: Arc<Self>,
         tx: mpsc::Sender<Incoming>,
         shutdown: CancellationToken,
-    ) -> BoxFuture<'static, Result<()>>;
+    ) -> BoxFuture<'static, Result<()>> {
+        drop(tx);
+        Box::pin(async move {
+            shutdown.cancelled().await;
+            Ok(())
+        })
+    }
 }
 
 /// Connects to the platform the config enables — or, with none enabled,

@@ -270,7 +270,7 @@ impl Timeline {
                     waiting = false;
                     runs.iter_mut().for_each(|r| r.resume(at));
                 }
-                EventKind::AgentMessage { .. } => {
+                EventKind::AgentMessage { .. } | EventKind::Reply { .. } => {
                     for r in runs.iter_mut().filter(|r| {
                         matches!(r.target, Target::FirstResponse | Target::NextResponse)
                     }) {

@@ -16,6 +16,8 @@
 //! | `k`    | adapter key                      | adapter state (bytes)   |
 //! | `o`    | outbox sequence number (u64 BE)  | outgoing message (JSON) |
 //! | `f`    | outbox sequence number           | undeliverable message   |
+//! | `q`    | outbound sequence number         | helpdesk event to POST  |
+//! | `g`    | outbound sequence number         | event set aside         |
 //! | `m`    | name                             | schema, next case no.   |
 //!
 //! Durability: a write is acknowledged only after sled has flushed it to
@@ -36,6 +38,7 @@ use sha2::{Digest, Sha256};
 
 use crate::case::{Case, CaseId, Event, EventKind, NewCase, Status, TransitionError};
 use crate::message::{Action, Outgoing};
+use crate::outbound::Queued;
 pub use group_commit::Durable;
 use group_commit::GroupCommit;
 
@@ -47,6 +50,7 @@ const META_SCHEMA: &[u8] = b"mschema";
 const META_NEXT_CASE: &[u8] = b"mnext_case";
 const META_INSTANCE: &[u8] = b"minstance";
 const META_NEXT_OUTBOX: &[u8] = b"mnext_outbox";
+const META_NEXT_OUTBOUND: &[u8] = b"mnext_outbound";
 
 /// Errors from the store. Callers branch on `Transition`, `NotFound` and
 /// `Duplicate`; the rest are operational failures.
@@ -119,6 +123,11 @@ struct Shared {
     next_case: AtomicU64,
     /// The next outbox sequence number (one past the highest ever used).
     next_outbox: AtomicU64,
+    /// The next outbound (helpdesk event) number.
+    next_outbound: AtomicU64,
+    /// The helpdesk event types to queue (`[outbound] events`); empty when
+    /// outbound events are off. Set once at start.
+    outbound_types: std::sync::RwLock<Vec<String>>,
     /// A random id for this data dir, so transaction ids derived from outbox
     /// numbers never repeat across data dirs on one chat account.
     instance: String,
@@ -151,6 +160,10 @@ impl Store {
             Some(v) => decode_u64(&v)?,
             None => 1,
         };
+        let next_outbound = match db.get(META_NEXT_OUTBOUND)? {
+            Some(v) => decode_u64(&v)?,
+            None => 1,
+        };
         let instance = match db.get(META_INSTANCE)? {
             Some(v) => String::from_utf8_lossy(&v).into_owned(),
             None => {
@@ -172,6 +185,8 @@ impl Store {
                 claims: Mutex::new(std::collections::HashSet::new()),
                 next_case: AtomicU64::new(next_case),
                 next_outbox: AtomicU64::new(next_outbox),
+                next_outbound: AtomicU64::new(next_outbound),
+                outbound_types: std::sync::RwLock::new(Vec::new()),
                 instance,
             }),
         })
@@ -227,6 +242,7 @@ impl Store {
         let mut batch = sled::Batch::default();
         write_case(&mut batch, Some(&before), &case)?;
         batch.insert(event_key(id, event.seq), to_json(&event)?);
+        self.queue_outbound(&mut batch, &case, &event)?;
         self.db().apply_batch(batch)?;
         let ticket = self.shared.commit.written();
         drop(guard);
@@ -303,6 +319,7 @@ impl Store {
             };
             case.apply(&ev)?;
             batch.insert(event_key(id, ev.seq), to_json(&ev)?);
+            self.queue_outbound(&mut batch, &case, &ev)?;
         }
         batch.insert(ext_key(&first.external_id), &id.0.to_be_bytes());
         write_case(&mut batch, None, &case)?;
@@ -388,6 +405,7 @@ impl Store {
                 };
                 case.apply(&ev)?;
                 batch.insert(event_key(id, ev.seq), to_json(&ev)?);
+                self.queue_outbound(&mut batch, &case, &ev)?;
             }
             if case.events != before.events {
                 write_case(&mut batch, Some(&before), &case)?;
@@ -421,6 +439,120 @@ impl Store {
         }
         self.raise(META_NEXT_OUTBOX, first + n)?;
         Ok(())
+    }
+
+    /// Queues the helpdesk event for `ev` (if it is one) in `batch`.
+    fn queue_outbound(
+        &self,
+        batch: &mut sled::Batch,
+        case: &Case,
+        ev: &Event,
+    ) -> Result<(), StoreError> {
+        let types = self
+            .shared
+            .outbound_types
+            .read()
+            .unwrap_or_else(|e| e.into_inner());
+        if types.is_empty() {
+            return Ok(());
+        }
+        let Some(q) = crate::outbound::event_for(&self.shared.instance, case, ev, &types) else {
+            return Ok(());
+        };
+        let seq = self.shared.next_outbound.fetch_add(1, Ordering::Relaxed);
+        batch.insert(outbox_key(b'q', seq), to_json(&q)?);
+        self.raise(META_NEXT_OUTBOUND, seq + 1)?;
+        Ok(())
+    }
+
+    /// Turns on queuing of helpdesk events of these types (`[outbound]`).
+    pub fn set_outbound_events(&self, types: Vec<String>) {
+        *self
+            .shared
+            .outbound_types
+            .write()
+            .unwrap_or_else(|e| e.into_inner()) = types;
+    }
+
+    /// Helpdesk events waiting to be delivered with numbers from `from` on,
+    /// oldest first.
+    pub fn outbound_from(&self, from: u64) -> Result<Vec<(u64, Queued)>, StoreError> {
+        self.db()
+            .range(outbox_key(b'q', from)..outbox_key(b'q', u64::MAX))
+            .map(|kv| {
+                let (k, v) = kv?;
+                Ok((decode_u64(&k[1..])?, from_json(&v)?))
+            })
+            .collect()
+    }
+
+    /// Records a failed try of event `seq` (still pending).
+    pub fn outbound_update(&self, seq: u64, q: &Queued) -> Result<(), StoreError> {
+        let key = outbox_key(b'q', seq);
+        // Only if still pending: a concurrent `retry` or set-aside wins.
+        if self.db().contains_key(&key)? {
+            self.db().insert(key, to_json(q)?)?;
+        }
+        Ok(())
+    }
+
+    /// Event `seq` was accepted by the helpdesk: removed, and `out` (the
+    /// thread's confirmation of a reply) queued, in one write.
+    pub fn outbound_done(&self, seq: u64, out: Vec<Outgoing>) -> Result<Durable, StoreError> {
+        let mut batch = sled::Batch::default();
+        batch.remove(outbox_key(b'q', seq));
+        self.queue(&mut batch, out)?;
+        self.db().apply_batch(batch)?;
+        Ok(self.shared.commit.written())
+    }
+
+    /// Event `seq` gave up: set aside for `caseroom outbound retry`, and
+    /// `out` queued, in one write.
+    pub fn outbound_set_aside(
+        &self,
+        seq: u64,
+        q: &Queued,
+        out: Vec<Outgoing>,
+    ) -> Result<Durable, StoreError> {
+        let mut batch = sled::Batch::default();
+        batch.remove(outbox_key(b'q', seq));
+        batch.insert(outbox_key(b'g', seq), to_json(q)?);
+        self.queue(&mut batch, out)?;
+        self.db().apply_batch(batch)?;
+        Ok(self.shared.commit.written())
+    }
+
+    /// Events set aside after too many tries, oldest first.
+    pub fn outbound_failed(&self) -> Result<Vec<(u64, Queued)>, StoreError> {
+        self.db()
+            .scan_prefix(b"g")
+            .map(|kv| {
+                let (k, v) = kv?;
+                Ok((decode_u64(&k[1..])?, from_json(&v)?))
+            })
+            .collect()
+    }
+
+    /// Puts events set aside back in the queue with a fresh count of tries:
+    /// the one numbered `seq` (or with that event id), or all. Returns how
+    /// many. Durable when it returns.
+    pub fn outbound_retry(&self, which: Option<&str>) -> Result<usize, StoreError> {
+        let mut batch = sled::Batch::default();
+        let mut n = 0;
+        for (seq, mut q) in self.outbound_failed()? {
+            if which.is_some_and(|w| w != seq.to_string() && w != q.event.id) {
+                continue;
+            }
+            q.attempts = 0;
+            q.last_error = None;
+            q.told_pending = false;
+            batch.remove(outbox_key(b'g', seq));
+            batch.insert(outbox_key(b'q', seq), to_json(&q)?);
+            n += 1;
+        }
+        self.db().apply_batch(batch)?;
+        self.shared.commit.written().wait()?;
+        Ok(n)
     }
 
     /// Number of cases in a status (from the status index).
@@ -823,6 +955,9 @@ fn redact_kind(kind: EventKind) -> EventKind {
             text: redact(&text).into_owned(),
         },
         EventKind::CustomerMessage { text } => EventKind::CustomerMessage {
+            text: redact(&text).into_owned(),
+        },
+        EventKind::Reply { text } => EventKind::Reply {
             text: redact(&text).into_owned(),
         },
         other => other,

@@ -14,6 +14,7 @@ mod matrix_crash;
 mod matrix_e2e;
 #[cfg(feature = "matrix")]
 mod matrix_sla;
+mod outbound;
 mod outbox;
 mod sla;
 mod store;

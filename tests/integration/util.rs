@@ -114,19 +114,25 @@ impl Harness {
 
     /// Starts on an existing fake server (to simulate a bot restart).
     pub fn start_on(data_dir: &Path, fake: Arc<FakePlatform>) -> Harness {
+        Harness::start_with(data_dir, fake, |_| {})
+    }
+
+    /// Starts with the test config changed by `tweak` (e.g. `[outbound]`).
+    pub fn start_with(
+        data_dir: &Path,
+        fake: Arc<FakePlatform>,
+        tweak: impl FnOnce(&mut Config),
+    ) -> Harness {
         let store = Store::open(data_dir).unwrap();
         let shared = Arc::new(RwLock::new(engine()));
         let outbox = Outbox::new();
-        let bot = Bot::new(
-            test_config(data_dir),
-            store.clone(),
-            shared,
-            outbox.clone(),
-            "fake",
-        );
+        let mut config = test_config(data_dir);
+        tweak(&mut config);
+        let bot = Bot::new(config, store.clone(), shared, outbox.clone(), "fake");
         let shutdown = CancellationToken::new();
         let tracker = TaskTracker::new();
         outbox.spawn(store.clone(), fake.clone(), shutdown.clone(), &tracker);
+        bot.spawn_outbound(shutdown.clone(), &tracker).unwrap();
         outbox.wake();
         let base = HARNESS_SEQ.fetch_add(1, Ordering::Relaxed) * 1_000_000;
         Harness {
