@@ -58,6 +58,7 @@ pub fn spawn(
         outbox,
         team_room,
         client,
+        down: std::sync::atomic::AtomicBool::new(false),
     };
     tracker.spawn(d.run(shutdown));
     Ok(())
@@ -69,6 +70,9 @@ struct Deliverer {
     outbox: Outbox,
     team_room: String,
     client: reqwest::Client,
+    /// Whether the last try failed: an outage is logged once when it starts
+    /// and once when it ends, not for every event.
+    down: std::sync::atomic::AtomicBool,
 }
 
 impl Deliverer {
@@ -223,6 +227,9 @@ impl Deliverer {
         match outcome {
             Outcome::Accepted => {
                 crate::http::metrics::outbound("delivered");
+                if self.down.swap(false, std::sync::atomic::Ordering::Relaxed) {
+                    tracing::info!("the helpdesk accepts events again");
+                }
                 let mut out = Vec::new();
                 if is_reply {
                     let text = q.event.data["text"].as_str().unwrap_or_default();
@@ -279,7 +286,12 @@ impl Deliverer {
                 }
                 crate::http::metrics::outbound("retry");
                 let wait = backoff(q.attempts);
-                tracing::warn!(seq, id = %q.event.id, attempts = q.attempts, retry_in = ?wait, "helpdesk event not delivered: {why}");
+                if !self.down.swap(true, std::sync::atomic::Ordering::Relaxed) {
+                    tracing::warn!(
+                        "helpdesk events are not being accepted (retrying with backoff): {why}"
+                    );
+                }
+                tracing::debug!(seq, id = %q.event.id, attempts = q.attempts, retry_in = ?wait, "helpdesk event not delivered: {why}");
                 if let Err(e) = self.store.outbound_update(seq, &q) {
                     tracing::error!(seq, "outbound: {e}");
                 }

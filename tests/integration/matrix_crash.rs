@@ -8,25 +8,15 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use caseroom::http::signature::sign;
 use matrix_sdk::ruma::api::client::message::get_message_events;
 use matrix_sdk::ruma::api::client::room::create_room;
 use matrix_sdk::ruma::{OwnedRoomId, UInt};
 use serde_json::Value;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use super::matrix_adapter::{synapse, unique};
-use super::util::{bin, root};
+use super::util::{bin, free_port, post_ticket, root, wait_healthy};
 
-const SECRET: &str = "crash-test-secret";
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+use super::util::WEBHOOK_SECRET as SECRET;
 
 fn start(config: &std::path::Path, password: &str) -> Child {
     Command::new(bin())
@@ -40,41 +30,6 @@ fn start(config: &std::path::Path, password: &str) -> Child {
         .stderr(Stdio::inherit())
         .spawn()
         .expect("start caseroom")
-}
-
-async fn http(addr: SocketAddr, req: String) -> Option<(u16, String)> {
-    let mut s = tokio::net::TcpStream::connect(addr).await.ok()?;
-    s.write_all(req.as_bytes()).await.ok()?;
-    let mut out = String::new();
-    s.read_to_string(&mut out).await.ok()?;
-    let status = out.split_whitespace().nth(1)?.parse().ok()?;
-    Some((status, out))
-}
-
-async fn wait_healthy(addr: SocketAddr) {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while Instant::now() < deadline {
-        if let Some((200, _)) = http(
-            addr,
-            format!("GET /readyz HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"),
-        )
-        .await
-        {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!("caseroom did not become ready on {addr}");
-}
-
-async fn post_ticket(addr: SocketAddr, ext: &str) -> Option<(u16, String)> {
-    let body = serde_json::json!({"external_id": ext, "body": "付款失败，提示交易被拒绝", "channel": "web"}).to_string();
-    let sig = sign(SECRET, jiff::Timestamp::now().as_second(), body.as_bytes());
-    let req = format!(
-        "POST /v1/tickets HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nX-Caseroom-Signature: {sig}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    );
-    http(addr, req).await
 }
 
 async fn room_roots(client: &matrix_sdk::Client, room: &OwnedRoomId, bot: &str) -> Vec<String> {

@@ -472,3 +472,99 @@ async fn send_delivers_the_draft_and_the_card_offers_it() {
     );
     h.stop().await;
 }
+
+/// The shipped config for the running binary: webhook on `port`, metrics on
+/// `mport`, helpdesk events to `url`, data in `dir`.
+fn binary_config(dir: &std::path::Path, port: u16, mport: u16, url: &str) -> std::path::PathBuf {
+    let src = std::fs::read_to_string(root().join("config/caseroom.toml")).unwrap();
+    let cfg = src
+        .replace(
+            "data_dir = \"data\"",
+            &format!("data_dir = \"{}\"", dir.join("data").display()),
+        )
+        .replace(
+            "enabled = false\n# Address the webhook",
+            "enabled = true\n# Address the webhook",
+        )
+        .replace(
+            "listen = \"127.0.0.1:8080\"",
+            &format!("listen = \"127.0.0.1:{port}\""),
+        )
+        .replace(
+            "metrics_listen = \"127.0.0.1:9090\"",
+            &format!("metrics_listen = \"127.0.0.1:{mport}\""),
+        )
+        .replace(
+            "# Send case events to the helpdesk.\nenabled = false",
+            "# Send case events to the helpdesk.\nenabled = true",
+        )
+        .replace(
+            "url = \"https://helpdesk.example.com/caseroom/events\"",
+            &format!("url = \"{url}\""),
+        );
+    let path = dir.join("caseroom.toml");
+    std::fs::write(&path, cfg).unwrap();
+    path
+}
+
+fn start_binary(config: &std::path::Path) -> std::process::Child {
+    std::process::Command::new(bin())
+        .current_dir(root())
+        .args(["--config", config.to_str().unwrap(), "run"])
+        .env("CASEROOM_WEBHOOK_SECRET", WEBHOOK_SECRET)
+        .env("CASEROOM_OUTBOUND_SECRET", SECRET)
+        .env("RUST_LOG", "warn")
+        // Terminal mode reads stdin: keep it open, as a person at a terminal.
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::inherit())
+        .spawn()
+        .expect("start caseroom")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_pending_at_a_sigkill_are_delivered_after_the_restart() {
+    // The helpdesk is down while tickets come in.
+    let helpdesk: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let url = format!("http://{helpdesk}/events");
+    let dir = tempfile::tempdir().unwrap();
+    let (port, mport) = (free_port(), free_port());
+    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let config = binary_config(dir.path(), port, mport, &url);
+    let mut bot = start_binary(&config);
+    wait_healthy(addr).await;
+    let mut acked = Vec::new();
+    for i in 0..20 {
+        let ext = format!("ZD-{i}");
+        if let Some((201, _)) = post_ticket(addr, &ext).await {
+            acked.push(ext);
+        }
+    }
+    assert_eq!(acked.len(), 20);
+    bot.kill().unwrap();
+    bot.wait().unwrap();
+
+    // Up again, with the helpdesk back: every acknowledged ticket's event
+    // arrives, signed, once.
+    let receiver = Receiver::default();
+    receiver.start_at(helpdesk).await;
+    let mut bot = start_binary(&config);
+    let got = receiver.wait_for(20).await;
+    let mut seen: Vec<&str> = got
+        .iter()
+        .map(|v| v["case"]["external_id"].as_str().unwrap())
+        .collect();
+    seen.sort();
+    let mut want: Vec<&str> = acked.iter().map(String::as_str).collect();
+    want.sort();
+    assert_eq!(seen, want);
+    assert!(got.iter().all(|v| v["type"] == "case.opened"));
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        receiver.accepted().len(),
+        20,
+        "an event was delivered twice"
+    );
+    bot.kill().unwrap();
+    bot.wait().unwrap();
+}

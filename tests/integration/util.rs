@@ -1,5 +1,6 @@
 //! Helpers shared by the integration tests.
 
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
@@ -39,15 +40,17 @@ pub fn caseroom_ok(data_dir: &Path, args: &[&str]) -> String {
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock, RwLock};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use caseroom::bot::Bot;
 use caseroom::config::Config;
+use caseroom::http::signature::sign;
 use caseroom::message::{Incoming, IncomingKind};
 use caseroom::outbox::Outbox;
 use caseroom::platform::fake::{FakePlatform, Sent};
 use caseroom::playbook::{Engine, SuggestOptions};
 use caseroom::store::Store;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -213,4 +216,59 @@ impl Harness {
         self.tracker.close();
         self.tracker.wait().await;
     }
+}
+
+// ---------------------------------------------------------------------------
+// The running binary over HTTP.
+
+/// The webhook secret the binary tests export as `CASEROOM_WEBHOOK_SECRET`.
+pub const WEBHOOK_SECRET: &str = "crash-test-secret";
+
+/// A free loopback port.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// One HTTP/1.1 request on a fresh connection: (status, raw response).
+pub async fn http(addr: SocketAddr, req: String) -> Option<(u16, String)> {
+    let mut s = tokio::net::TcpStream::connect(addr).await.ok()?;
+    s.write_all(req.as_bytes()).await.ok()?;
+    let mut out = String::new();
+    s.read_to_string(&mut out).await.ok()?;
+    let status = out.split_whitespace().nth(1)?.parse().ok()?;
+    Some((status, out))
+}
+
+pub async fn wait_healthy(addr: SocketAddr) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while Instant::now() < deadline {
+        if let Some((200, _)) = http(
+            addr,
+            format!("GET /readyz HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"),
+        )
+        .await
+        {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("caseroom did not become ready on {addr}");
+}
+
+pub async fn post_ticket(addr: SocketAddr, ext: &str) -> Option<(u16, String)> {
+    let body = serde_json::json!({"external_id": ext, "body": "付款失败，提示交易被拒绝", "channel": "web"}).to_string();
+    let sig = sign(
+        WEBHOOK_SECRET,
+        jiff::Timestamp::now().as_second(),
+        body.as_bytes(),
+    );
+    let req = format!(
+        "POST /v1/tickets HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nX-Caseroom-Signature: {sig}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    http(addr, req).await
 }
