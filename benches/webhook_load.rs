@@ -7,7 +7,10 @@
 //! tickets/s and p50/p99 latency.
 //!
 //! `cargo bench --no-default-features --bench webhook_load` (env:
-//! `LOAD_SECONDS`, default 10; `LOAD_CONNECTIONS`, default 32).
+//! `LOAD_SECONDS`, default 10; `LOAD_CONNECTIONS`, default 32;
+//! `LOAD_OUTBOUND=fast|slow|down` also delivers every `case.opened` event to
+//! a helpdesk receiver on loopback that answers at once, after 500 ms, or
+//! not at all, and reports the events delivered per second).
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -62,6 +65,18 @@ async fn run(seconds: u64, conns: usize) {
         &[],
         &SuggestOptions::default(),
     ));
+    let outbound = std::env::var("LOAD_OUTBOUND").ok();
+    let receiver = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    if let Some(mode) = &outbound {
+        let url = helpdesk(mode, receiver.clone()).await;
+        config.outbound = caseroom::config::OutboundConfig {
+            enabled: true,
+            url,
+            secrets: vec![Secret::new("BENCH_OUT", SECRET)],
+            timeout: Duration::from_secs(2),
+            ..Default::default()
+        };
+    }
     let outbox = Outbox::new();
     let http = config.http.clone();
     let bot = Bot::new(
@@ -77,6 +92,7 @@ async fn run(seconds: u64, conns: usize) {
     if std::env::var_os("LOAD_NO_OUTBOX").is_none() {
         outbox.spawn(store.clone(), fake.clone(), token.clone(), &tracker);
     }
+    bot.spawn_outbound(token.clone(), &tracker).unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let state = AppState::new(bot, http, Arc::new(AtomicBool::new(true)));
@@ -109,6 +125,23 @@ async fn run(seconds: u64, conns: usize) {
         lat.last().unwrap().as_secs_f64() * 1e3,
         store.case_count(),
     );
+    if let Some(mode) = &outbound {
+        // Let delivery catch up for a while, then report.
+        let start = Instant::now();
+        let total = store.case_count() as usize;
+        while receiver.load(std::sync::atomic::Ordering::Relaxed) < total
+            && start.elapsed() < Duration::from_secs(seconds)
+        {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let got = receiver.load(std::sync::atomic::Ordering::Relaxed);
+        println!(
+            "outbound ({mode} helpdesk): {got} of {total} case.opened events accepted {:.1}s after the load ({:.0} events/s over load + catch-up); {} still queued",
+            start.elapsed().as_secs_f64(),
+            got as f64 / (elapsed + start.elapsed().as_secs_f64()),
+            store.outbound_from(0).map(|v| v.len()).unwrap_or(0),
+        );
+    }
     token.cancel();
     let _ = server.await;
     tracker.close();
@@ -173,4 +206,35 @@ async fn client(addr: SocketAddr, c: usize, deadline: Instant) -> (Vec<Duration>
         }
     }
     (lat, errors)
+}
+
+/// A helpdesk on loopback that counts accepted events: `fast` answers at
+/// once, `slow` after 500 ms, `down` is a closed port.
+async fn helpdesk(mode: &str, count: Arc<std::sync::atomic::AtomicUsize>) -> String {
+    if mode == "down" {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        return format!("http://{}/events", l.local_addr().unwrap());
+    }
+    let delay = if mode == "slow" {
+        Duration::from_millis(500)
+    } else {
+        Duration::ZERO
+    };
+    let app = axum::Router::new().route(
+        "/events",
+        axum::routing::post(move || {
+            let count = count.clone();
+            async move {
+                tokio::time::sleep(delay).await;
+                count.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                "ok"
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/events", listener.local_addr().unwrap());
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    url
 }

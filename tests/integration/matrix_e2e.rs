@@ -162,28 +162,31 @@ async fn escalate_work_and_restart_on_synapse() {
     let cfg = config(&syn, dir.path(), &bot, &agent_id, &lead_id, &team, &intake);
     let run = BotRun::start(&cfg);
 
-    // The bot joins; then the agent escalates a Chinese payment failure
-    // that contains a card number.
-    let (_, t0) = loop {
+    // The bot joins and syncs: until then messages are not seen (the bot
+    // only handles messages sent after it started), so probe with `!help`
+    // — a message with a card number sent too early would stay unhandled.
+    loop {
         tokio::time::sleep(Duration::from_millis(300)).await;
-        let (id, ts) = send(
-            &agent,
-            &intake,
-            &format!("!escalate 客户反映用卡付款一直失败，提示支付失败，卡号 {CARD}，金额 ¥258.00"),
-            None,
-        )
-        .await;
-        // Until the bot has joined and synced, the message is not seen; the
-        // bot only handles messages sent after it started.
+        let (_, ts) = send(&agent, &intake, "!help", None).await;
         let seen = tokio::time::timeout(
             Duration::from_secs(8),
-            wait_for(&agent, &intake, &bot, ts, |e| e.body().contains("Opened")),
+            wait_for(&agent, &intake, &bot, ts, |e| e.body().contains("escalate")),
         )
         .await;
         if seen.is_ok() {
-            break (id, ts);
+            break;
         }
-    };
+    }
+    // Then the agent escalates a Chinese payment failure that contains a
+    // card number.
+    let (_, t0) = send(
+        &agent,
+        &intake,
+        &format!("!escalate 客户反映用卡付款一直失败，提示支付失败，卡号 {CARD}，金额 ¥258.00"),
+        None,
+    )
+    .await;
+    wait_for(&agent, &intake, &bot, t0, |e| e.body().contains("Opened")).await;
     let root = wait_for(&agent, &team, &bot, t0, |e| {
         e.thread_root().is_none() && e.body().contains("C-1")
     })
@@ -284,7 +287,7 @@ async fn escalate_work_and_restart_on_synapse() {
         "claimed **C-1**",
         "is back with",
         "Note added",
-        "waiting on the customer",
+        "is waiting on the customer",
     ] {
         let n = all
             .iter()
