@@ -402,6 +402,11 @@ impl Outgoing {
     }
 }
 
+/// The key a case's root message is recorded under.
+pub fn root_key(case: CaseId) -> String {
+    format!("root:{case}")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -450,9 +455,4 @@ mod tests {
         assert!(same_reaction("👍\u{1F3FB}", "👍"));
         assert!(!same_reaction("👎", "👍"));
     }
-}
-
-/// The key a case's root message is recorded under.
-pub fn root_key(case: CaseId) -> String {
-    format!("root:{case}")
 }

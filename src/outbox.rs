@@ -192,7 +192,7 @@ async fn room_sender(
     let mut last: HashMap<String, (Instant, String)> = HashMap::new();
     loop {
         let next_due = edits.values().map(|e| e.due).min();
-        let sleep = tokio::time::sleep_until(next_due.unwrap_or_else(Instant::now).into());
+        let sleep = tokio::time::sleep_until(next_due.unwrap_or_else(Instant::now));
         tokio::select! {
             _ = shutdown.cancelled() => return,
             m = rx.recv() => {

@@ -50,10 +50,10 @@ pub fn card(
     }
     let _ = writeln!(out, "{}", quote(&excerpt(&case.body, ROOT_EXCERPT)));
     let _ = writeln!(out, "{}", playbook_line(case, engine));
-    if case.status.is_open() {
-        if let Some(line) = sla_line(sla, now, tz) {
-            let _ = writeln!(out, "{line}");
-        }
+    if case.status.is_open()
+        && let Some(line) = sla_line(sla, now, tz)
+    {
+        let _ = writeln!(out, "{line}");
     }
     let mut last = format!("Updated {} ago", human(now.duration_since(case.updated_at)));
     if !case.tags.is_empty() {

@@ -2,6 +2,8 @@
 
 mod bot;
 mod config;
+#[cfg(feature = "slack")]
+mod fake_slack;
 mod http;
 #[cfg(feature = "matrix")]
 mod matrix_adapter;
@@ -13,6 +15,8 @@ mod matrix_e2e;
 mod matrix_sla;
 mod outbox;
 mod sla;
+#[cfg(feature = "slack")]
+mod slack;
 mod store;
 mod suggest;
 mod util;

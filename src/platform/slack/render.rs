@@ -236,15 +236,16 @@ fn emphasis(s: &str, users: &BTreeSet<String>) -> String {
             && rest.get(1).is_some_and(|c| !c.is_whitespace())
             && (i == 0 || !chars[i - 1].is_alphanumeric())
         {
-            if let Some(end) = find(&chars, i + 1, &[rest[0]]) {
-                if end > i + 1 && !chars[end - 1].is_whitespace() {
-                    let inner: String = chars[i + 1..end].iter().collect();
-                    out.push('_');
-                    out.push_str(&emphasis(&inner, users));
-                    out.push('_');
-                    i = end + 1;
-                    continue;
-                }
+            if let Some(end) = find(&chars, i + 1, &[rest[0]])
+                && end > i + 1
+                && !chars[end - 1].is_whitespace()
+            {
+                let inner: String = chars[i + 1..end].iter().collect();
+                out.push('_');
+                out.push_str(&emphasis(&inner, users));
+                out.push('_');
+                i = end + 1;
+                continue;
             }
         } else if rest[0] == '['
             && let Some((label, url, used)) = link(rest)
