@@ -270,6 +270,7 @@ struct RawSlack {
     bot_token_env: Spanned<String>,
     app_token_env: Option<Spanned<String>>,
     signing_secret_env: Option<Spanned<String>>,
+    user_token_env: Option<Spanned<String>>,
     events_listen: Option<Spanned<String>>,
     api_base_url: Option<Spanned<String>>,
     events_max_body_bytes: Option<Spanned<u64>>,
@@ -533,6 +534,10 @@ pub struct SlackConfig {
     pub app_token: Option<Secret>,
     /// The request signing secret, for the Events API only.
     pub signing_secret: Option<Secret>,
+    /// An optional user token (`xoxp-`) of someone allowed to delete
+    /// people's messages: only a user token can delete a pasted card
+    /// number; without one a lead is asked to.
+    pub user_token: Option<Secret>,
     /// Where the Events API listener binds.
     pub events_listen: SocketAddr,
     /// Where Web API calls go, without a trailing slash.
@@ -1224,11 +1229,16 @@ impl Validator<'_> {
             }
             Some(n) => *n.get_ref() as usize,
         };
+        let user_token = s
+            .user_token_env
+            .as_ref()
+            .map(|v| self.secret(v, "slack.user_token_env"));
         SlackConfig {
             mode,
             bot_token: self.secret(&s.bot_token_env, "slack.bot_token_env"),
             app_token,
             signing_secret,
+            user_token,
             events_listen,
             api_base_url,
             events_max_body_bytes,

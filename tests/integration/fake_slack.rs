@@ -496,7 +496,12 @@ async fn api(
         "chat.delete" => {
             let ts = req["ts"].as_str().unwrap_or_default().to_owned();
             call.ts = Some(ts.clone());
+            let human = g.messages.contains_key(&(channel.clone(), ts.clone()));
             if g.bot_posts.remove(&ts).is_some() {
+                ok(json!({"channel": channel, "ts": ts}))
+            } else if human && auth.starts_with("Bearer xoxp-") {
+                // A user token of an admin may delete people's messages.
+                g.messages.remove(&(channel.clone(), ts.clone()));
                 ok(json!({"channel": channel, "ts": ts}))
             } else {
                 err("cant_delete_message")

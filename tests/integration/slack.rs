@@ -58,6 +58,7 @@ fn adapter_config(fake: &FakeSlack, mode: SlackMode) -> SlackConfig {
         bot_token: Secret::new("TEST_SLACK_BOT", "xoxb-test"),
         app_token: Some(Secret::new("TEST_SLACK_APP", "xapp-test")),
         signing_secret: Some(Secret::new("TEST_SLACK_SIGNING", SIGNING_SECRET)),
+        user_token: None,
         events_listen: "127.0.0.1:0".parse().unwrap(),
         api_base_url: fake.api_url(),
         events_max_body_bytes: 16 * 1024,
@@ -500,6 +501,34 @@ async fn events_api_shortcut_and_text_escalation() {
             .count(),
         2
     );
+
+    // A card number pasted in a case thread: the leads are asked (in a
+    // thread under it) to delete it, and no post repeats the number.
+    let root = bot.root("C-1");
+    let pasted = "1700000310.000001";
+    bot.event(
+        message(
+            TEAM_C,
+            ANA,
+            "customer card is 4111 1111 1111 1111",
+            pasted,
+            Some(&root),
+        ),
+        &ev_id(),
+    )
+    .await;
+    fake.wait_for("the request to delete it", |f| {
+        f.posts_in(TEAM_C)
+            .iter()
+            .any(|c| c.thread_ts() == Some(pasted) && c.text().contains(&format!("<@{LEADER}>")))
+    })
+    .await;
+    bot.settle().await;
+    assert!(
+        fake.calls()
+            .iter()
+            .all(|c| !c.body.to_string().contains("4111 1111"))
+    );
     bot.stop().await;
 }
 
@@ -784,12 +813,47 @@ async fn web_api_calls_and_error_mapping() {
         .unwrap_err();
     assert_eq!(e, SendError::RateLimited(Duration::from_secs(1)));
 
-    assert!(p.remove(TEAM_C, &ts, "card number", "t5").await.is_ok());
-    let e = p
-        .remove(TEAM_C, "1700000000.999999", "card number", "t6")
+    // Someone pasted a card number: a bot token cannot delete it, so the
+    // leads are asked in a thread under it; the number is never repeated.
+    let pasted = fake.human_message(TEAM_C, ANA, "my card 4111 1111 1111 1111");
+    let id = p
+        .remove(
+            TEAM_C,
+            &format!("slack:msg:{TEAM_C}:{pasted}"),
+            "contained a card number",
+            "t5",
+        )
         .await
-        .unwrap_err();
-    assert!(matches!(e, SendError::Permanent(_)), "{e:?}");
+        .unwrap();
+    assert!(id.starts_with("asked:"), "{id}");
+    assert!(
+        fake.calls_of("chat.delete").is_empty(),
+        "the bot token is not tried"
+    );
+    let ask = fake.posts_in(TEAM_C).last().cloned().unwrap();
+    assert_eq!(ask.thread_ts(), Some(pasted.as_str()));
+    assert!(
+        ask.text().contains(&format!("<@{LEADER}>")),
+        "{}",
+        ask.text()
+    );
+    assert!(!ask.text().contains("4111"));
+
+    // With an admin's user token it is deleted.
+    let mut with_user = adapter_config(&fake, SlackMode::Socket);
+    with_user.user_token = Some(Secret::new("TEST_SLACK_USER", "xoxp-admin"));
+    let p2 = SlackPlatform::connect(&with_user, &cfg).await.unwrap();
+    let id = p2
+        .remove(
+            TEAM_C,
+            &format!("slack:msg:{TEAM_C}:{pasted}"),
+            "contained a card number",
+            "t6",
+        )
+        .await
+        .unwrap();
+    assert_eq!(id, format!("deleted:{pasted}"));
+    assert_eq!(fake.calls_of("chat.delete").len(), 1);
 
     let e = p
         .edit(&Outgoing::new(TEAM_C, "gone"), "1700000000.999998", "t7")

@@ -23,7 +23,10 @@
 //! `response_url` (ephemeral, as Slack does by default); messages meant for
 //! one person ([`Outgoing::private_to`]) use `chat.postEphemeral`; the rest
 //! `chat.postMessage`, in a thread via `thread_ts`. A card is edited with
-//! `chat.update`, a message removed with `chat.delete`. Every Web API call
+//! `chat.update`. A person's message that held a card number is deleted
+//! with `chat.delete` when a user token is configured (a bot token cannot
+//! delete people's messages); otherwise the leads are asked to delete it,
+//! in a thread under it. Every Web API call
 //! has a timeout, and Slack's answers map to the outbox's [`SendError`]s:
 //! HTTP 429 (with `Retry-After`) or `ratelimited` to a wait, network and
 //! server trouble to a retry, the rest to a permanent failure.
@@ -89,6 +92,10 @@ pub struct SlackPlatform {
     config: SlackConfig,
     /// The bot token for every Web API call.
     bot_token: SlackApiToken,
+    /// A user token allowed to delete people's messages, if configured.
+    user_token: Option<SlackApiToken>,
+    /// Leads, asked to delete a message the bot cannot.
+    leads: Vec<String>,
     /// The bot's user id (from `auth.test`): its own events are ignored.
     bot_user: String,
     /// User ids the renderer writes as mentions (everyone in a role).
@@ -200,6 +207,11 @@ impl SlackPlatform {
             client,
             config: slack.clone(),
             bot_token,
+            user_token: slack
+                .user_token
+                .as_ref()
+                .map(|t| SlackApiToken::new(t.expose().into())),
+            leads: config.roles.lead.iter().cloned().collect(),
             bot_user: auth.user_id.0,
             known_users,
             escalate_key: config.escalate_reaction.clone(),
@@ -302,6 +314,63 @@ impl SlackPlatform {
                 None
             }
         }
+    }
+
+    /// Deletes a person's message that held a card number or password:
+    /// with the user token when one is configured (a bot token can delete
+    /// only the bot's own posts); otherwise, or when that fails for good,
+    /// asks the leads in a thread under the message. `target` is the ts, or
+    /// the event id this adapter gave the message (`slack:msg:<ch>:<ts>`).
+    async fn remove_message(
+        &self,
+        room: &str,
+        target: &str,
+        reason: &str,
+    ) -> Result<String, SendError> {
+        let ts = match target.strip_prefix("slack:msg:") {
+            Some(rest) => rest.rsplit(':').next().unwrap_or(rest),
+            None => target,
+        };
+        if let Some(token) = &self.user_token {
+            let req = SlackApiChatDeleteRequest::new(
+                SlackChannelId(room.to_owned()),
+                SlackTs(ts.to_owned()),
+            );
+            match call(self.client.open_session(token).chat_delete(&req)).await {
+                Ok(_) => {
+                    info!(channel = room, ts, "message with sensitive data deleted");
+                    return Ok(format!("deleted:{ts}"));
+                }
+                Err(SendError::Permanent(e)) => {
+                    warn!(
+                        channel = room,
+                        ts, "the user token could not delete it: {e}"
+                    );
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        let leads: Vec<String> = self.leads.iter().map(|l| format!("<@{l}>")).collect();
+        let text = format!(
+            "⚠️ {} the message above {}. I cannot delete messages people post: please delete it (⋯ → Delete message).",
+            if leads.is_empty() {
+                "Admins,".to_owned()
+            } else {
+                leads.join(" ")
+            },
+            render::escape(reason),
+        );
+        let req = SlackApiChatPostMessageRequest::new(
+            SlackChannelId(room.to_owned()),
+            SlackMessageContent::new().with_text(text),
+        )
+        .with_thread_ts(SlackTs(ts.to_owned()));
+        let resp = call(self.session().chat_post_message(&req)).await?;
+        info!(
+            channel = room,
+            ts, "asked a lead to delete a message with sensitive data"
+        );
+        Ok(format!("asked:{}", resp.ts.0))
     }
 
     /// Runs the configured transport until `stop`.
@@ -468,23 +537,7 @@ impl Platform for SlackPlatform {
         reason: &'a str,
         _txn_id: &'a str,
     ) -> BoxFuture<'a, Result<String, SendError>> {
-        Box::pin(async move {
-            let req = SlackApiChatDeleteRequest::new(
-                SlackChannelId(room.to_owned()),
-                SlackTs(target.to_owned()),
-            );
-            match call(self.session().chat_delete(&req)).await {
-                Ok(_) => {
-                    info!(channel = room, ts = target, reason, "message deleted");
-                    Ok(format!("deleted:{target}"))
-                }
-                Err(e) => {
-                    // A bot token deletes only the bot's own messages.
-                    warn!(channel = room, ts = target, "could not delete: {e}");
-                    Err(e)
-                }
-            }
-        })
+        Box::pin(async move { self.remove_message(room, target, reason).await })
     }
 
     fn run(
