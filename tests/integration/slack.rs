@@ -758,6 +758,35 @@ async fn socket_mode_acks_reconnects_and_handles_redelivery_once() {
         .count();
     assert_eq!(notes, 1);
 
+    // :ticket: on another intake message opens C-2; !resolve in C-1's
+    // thread resolves it.
+    let ts2 = fake.human_message(
+        INTAKE_C,
+        "UCUSTOMER",
+        "I forgot my password and I am locked out",
+    );
+    fake.envelope(
+        "events_api",
+        json!({"type":"event_callback","team_id":"T1","api_app_id":"A1","event_id":"EvS4",
+            "event_time":1700000000,"event": reaction(BO, "ticket", INTAKE_C, &ts2, "UCUSTOMER")}),
+    );
+    fake.wait_for("C-2", |_| bot.store.case_count() == 2).await;
+    fake.envelope(
+        "events_api",
+        json!({"type":"event_callback","team_id":"T1","api_app_id":"A1","event_id":"EvS5",
+            "event_time":1700000000,
+            "event": message(TEAM_C, ANA, "!resolve", "1700000701.000001", Some(&card_ts))}),
+    );
+    fake.wait_for("C-1 resolved", |_| {
+        bot.store
+            .case(caseroom::case::CaseId(1))
+            .unwrap()
+            .unwrap()
+            .status
+            == caseroom::case::Status::Resolved
+    })
+    .await;
+
     // A slash command over the socket is answered via its response_url.
     let cmd = json!({"token":"x","team_id":"T1","team_domain":"acme","channel_id":TEAM_C,
         "channel_name":"support","user_id":LEADER,"user_name":"lead","command":"/caseroom",
