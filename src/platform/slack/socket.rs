@@ -148,6 +148,17 @@ async fn connection(
     debug!("Socket Mode connected");
     let (mut sink, mut stream) = ws.split();
     let mut last_seen = Instant::now();
+    // A connection that ends before Slack's hello counts as a failed
+    // attempt (backoff), so a socket that keeps closing at once is not
+    // reopened in a tight loop.
+    let mut greeted = false;
+    let ended = |greeted: bool, why: String| {
+        if greeted {
+            Ok(Ended::Reconnect(why))
+        } else {
+            Err(retry(anyhow::anyhow!("closed before hello: {why}")))
+        }
+    };
     let mut ping = tokio::time::interval(PING_EVERY);
     ping.tick().await;
     loop {
@@ -166,14 +177,14 @@ async fn connection(
             f = stream.next() => f,
         };
         let frame = match frame {
-            None => return Ok(Ended::Reconnect("the socket closed".into())),
-            Some(Err(e)) => return Ok(Ended::Reconnect(format!("socket error: {e}"))),
+            None => return ended(greeted, "the socket closed".into()),
+            Some(Err(e)) => return ended(greeted, format!("socket error: {e}")),
             Some(Ok(f)) => f,
         };
         last_seen = Instant::now();
         let text = match frame {
             Message::Text(t) => t,
-            Message::Close(_) => return Ok(Ended::Reconnect("Slack closed the socket".into())),
+            Message::Close(_) => return ended(greeted, "Slack closed the socket".into()),
             _ => continue,
         };
         let envelope: Envelope = match serde_json::from_str(text.as_str()) {
@@ -185,6 +196,7 @@ async fn connection(
         };
         let item = match envelope.kind.as_str() {
             "hello" => {
+                greeted = true;
                 info!("Socket Mode connected (hello)");
                 continue;
             }
