@@ -94,6 +94,8 @@ enum Cmd {
     /// Send this envelope, then drop the connection before its ack can count.
     SendAndDrop(String),
     Drop,
+    /// Keep the connection open but stop reading and answering (no pongs).
+    Freeze,
 }
 
 /// The fake. Cheap to clone.
@@ -306,6 +308,12 @@ impl FakeSlack {
         id
     }
 
+    /// The live connection goes silent: open, but nothing is read or
+    /// answered, not even pings.
+    pub fn freeze_socket(&self) {
+        let _ = self.cmds.send(Cmd::Freeze);
+    }
+
     /// Drops the live connection without a close frame.
     pub fn drop_socket(&self) {
         let _ = self.cmds.send(Cmd::Drop);
@@ -372,6 +380,12 @@ impl FakeSlack {
                         self.delivered(&frame);
                         let _ = sink.send(Message::Text(frame.into())).await;
                         return; // dropping both halves closes the TCP stream
+                    }
+                    Ok(Cmd::Freeze) => {
+                        // Hold both halves, read nothing, until the client gives up.
+                        let _hold = (sink, source);
+                        tokio::time::sleep(Duration::from_secs(600)).await;
+                        return;
                     }
                     Ok(Cmd::Drop) | Err(_) => return,
                 },

@@ -799,6 +799,36 @@ async fn socket_mode_acks_reconnects_and_handles_redelivery_once() {
     bot.stop().await;
 }
 
+/// A connection that goes silent (open, but no pongs, no frames) is
+/// replaced by the watchdog, and events flow on the new one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn socket_mode_watchdog_replaces_a_silent_connection() {
+    let dir = tempfile::tempdir().unwrap();
+    let fake = FakeSlack::start().await;
+    let bot = SlackBot::start(dir.path(), &fake, SlackMode::Socket).await;
+    fake.wait_for("a connection", |f| f.opens() == 1).await;
+    bot.platform
+        .set_watchdog(Duration::from_millis(100), Duration::from_millis(400));
+    // The shorter timings apply from the next connection.
+    fake.drop_socket();
+    fake.wait_for("a reconnect", |f| f.opens() == 2).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    fake.freeze_socket();
+    fake.wait_for("the watchdog's reconnect", |f| f.opens() >= 3)
+        .await;
+    let env = fake.envelope(
+        "events_api",
+        json!({"type":"event_callback","team_id":"T1","api_app_id":"A1","event_id":"EvW1",
+            "event_time":1700000000,
+            "event": message(INTAKE_C, ANA, "!escalate card declined twice", "1700000900.000001", None)}),
+    );
+    fake.wait_for("the ack on the new connection", |f| f.acks().contains(&env))
+        .await;
+    fake.wait_for("the case", |_| bot.store.case_count() == 1)
+        .await;
+    bot.stop().await;
+}
+
 /// Web API errors map to what the outbox does: 429 with Retry-After is a
 /// wait; deleting someone else's message is permanent; edit uses
 /// chat.update on the same ts; a thread reply carries thread_ts.

@@ -109,6 +109,9 @@ pub struct SlackPlatform {
     listener: Mutex<Option<tokio::net::TcpListener>>,
     /// Its address (the port when configured as 0).
     listen_addr: Option<SocketAddr>,
+    /// Socket Mode's ping interval and silence limit. A `std::sync::Mutex`:
+    /// read once per connection, never held across an await.
+    watchdog: Mutex<(Duration, Duration)>,
 }
 
 impl std::fmt::Debug for SlackPlatform {
@@ -217,12 +220,25 @@ impl SlackPlatform {
             escalate_key: config.escalate_reaction.clone(),
             listener: Mutex::new(listener),
             listen_addr,
+            watchdog: Mutex::new((socket::PING_EVERY, socket::SILENCE_LIMIT)),
         }))
     }
 
     /// Where the Events API listener is bound (events mode only).
     pub fn events_addr(&self) -> Option<SocketAddr> {
         self.listen_addr
+    }
+
+    /// Changes Socket Mode's ping interval and the silence after which a
+    /// connection is replaced (tests shorten them); applies from the next
+    /// connection.
+    #[doc(hidden)]
+    pub fn set_watchdog(&self, ping_every: Duration, silence_limit: Duration) {
+        *self.watchdog.lock().unwrap_or_else(|e| e.into_inner()) = (ping_every, silence_limit);
+    }
+
+    fn watchdog(&self) -> (Duration, Duration) {
+        *self.watchdog.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// The bot's own user id.

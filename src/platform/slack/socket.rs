@@ -39,9 +39,9 @@ use tracing::{debug, info, warn};
 use super::{API_TIMEOUT, Inbound, SlackPlatform};
 
 /// How often we ping an idle connection.
-const PING_EVERY: Duration = Duration::from_secs(10);
+pub(super) const PING_EVERY: Duration = Duration::from_secs(10);
 /// A connection with no frame (not even a pong) for this long is replaced.
-const SILENCE_LIMIT: Duration = Duration::from_secs(35);
+pub(super) const SILENCE_LIMIT: Duration = Duration::from_secs(35);
 /// Limit for opening the WebSocket.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
 /// Longest wait between reconnect attempts.
@@ -159,7 +159,8 @@ async fn connection(
             Err(retry(anyhow::anyhow!("closed before hello: {why}")))
         }
     };
-    let mut ping = tokio::time::interval(PING_EVERY);
+    let (ping_every, silence_limit) = platform.watchdog();
+    let mut ping = tokio::time::interval(ping_every);
     ping.tick().await;
     loop {
         let frame = tokio::select! {
@@ -168,7 +169,7 @@ async fn connection(
                 return Ok(Ended::Shutdown);
             }
             _ = ping.tick() => {
-                if last_seen.elapsed() > SILENCE_LIMIT {
+                if last_seen.elapsed() > silence_limit {
                     return Ok(Ended::Reconnect("the connection went silent".into()));
                 }
                 send(&mut sink, Message::Ping(Vec::new().into())).await?;
