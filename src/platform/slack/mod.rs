@@ -366,7 +366,7 @@ impl SlackPlatform {
                 Err(e) => return Err(e),
             }
         }
-        let leads: Vec<String> = self.leads.iter().map(|l| format!("<@{l}>")).collect();
+        let leads: Vec<String> = self.leads.iter().map(|l| render::mention(l)).collect();
         let text = format!(
             "⚠️ {} the message above {}. I cannot delete messages people post: please delete it (⋯ → Delete message).",
             if leads.is_empty() {

@@ -34,8 +34,8 @@ pub fn content(msg: &Outgoing, known_users: &BTreeSet<String>) -> SlackMessageCo
     let missing: Vec<String> = msg
         .mentions
         .iter()
-        .filter(|u| !text.contains(&format!("<@{u}>")))
-        .map(|u| format!("<@{u}>"))
+        .map(|u| mention(u))
+        .filter(|m| !text.contains(m.as_str()))
         .collect();
     if !missing.is_empty() {
         text = format!("{}: {text}", missing.join(" "));
@@ -44,6 +44,16 @@ pub fn content(msg: &Outgoing, known_users: &BTreeSet<String>) -> SlackMessageCo
     SlackMessageContent::new()
         .with_text(fallback(&text))
         .with_blocks(blocks)
+}
+
+/// How Slack writes a mention of `id`: a user group (`S…`, e.g. an
+/// on-call group) as `<!subteam^S…>`, anyone else as `<@U…>`.
+pub fn mention(id: &str) -> String {
+    if id.starts_with('S') {
+        format!("<!subteam^{id}>")
+    } else {
+        format!("<@{id}>")
+    }
 }
 
 /// The notification text: the first lines of the message.
@@ -265,7 +275,7 @@ fn emphasis(s: &str, users: &BTreeSet<String>) -> String {
                 .unwrap_or(chars.len());
             let word: String = chars[i..end].iter().collect();
             if users.contains(&word) {
-                out.push_str(&format!("<@{word}>"));
+                out.push_str(&mention(&word));
                 i = end;
                 continue;
             }
@@ -454,5 +464,13 @@ mod tests {
         msg.mentions = vec!["U0BOB".into()];
         let c = content(&msg, &BTreeSet::new());
         assert_eq!(c.text.as_deref(), Some("<@U0BOB>: SLA breached on *C-2*"));
+        // A user group (an on-call group) is mentioned as one.
+        let mut msg = Outgoing::new("C1", "paging S0ONCALL for C-2");
+        msg.mentions = vec!["S0ONCALL".into()];
+        let c = content(&msg, &BTreeSet::new());
+        assert_eq!(
+            c.text.as_deref(),
+            Some("paging <!subteam^S0ONCALL> for C-2")
+        );
     }
 }
