@@ -133,6 +133,24 @@ impl Platform for Stopwatch {
             Ok(format!("${txn_id}"))
         })
     }
+
+    fn remove<'a>(
+        &'a self,
+        _room: &'a str,
+        target: &'a str,
+        _reason: &'a str,
+        _txn_id: &'a str,
+    ) -> BoxFuture<'a, Result<String, SendError>> {
+        Box::pin(async move { Ok(format!("removed-{target}")) })
+    }
+
+    fn run(
+        self: Arc<Self>,
+        _tx: tokio::sync::mpsc::Sender<caseroom::message::Incoming>,
+        _shutdown: tokio_util::sync::CancellationToken,
+    ) -> BoxFuture<'static, anyhow::Result<()>> {
+        Box::pin(async { Ok(()) })
+    }
 }
 
 /// p50, p99 and max of lateness samples, in milliseconds.

@@ -3,6 +3,10 @@
 use clap::Parser;
 
 fn main() {
+    // Before anything can open a TLS connection: rustls has two crypto
+    // providers compiled in and would panic choosing (platform-notes).
+    #[cfg(feature = "slack")]
+    caseroom::platform::slack::install_crypto_provider();
     let cli = caseroom::cli::Cli::parse();
     caseroom::app::init_tracing();
     match caseroom::cli::main(cli) {

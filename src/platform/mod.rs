@@ -22,6 +22,8 @@ pub mod console;
 pub mod fake;
 #[cfg(feature = "matrix")]
 pub mod matrix;
+#[cfg(feature = "slack")]
+pub mod slack;
 
 use std::future::Future;
 use std::pin::Pin;
@@ -134,9 +136,24 @@ pub async fn connect(config: &mut Config, store: &Store) -> Result<Arc<dyn Platf
         config.rooms = rooms;
         return Ok(platform);
     }
-    if config.slack.is_some() || config.discord.is_some() {
+    if let Some(sl) = config.slack.clone() {
+        #[cfg(feature = "slack")]
+        {
+            use anyhow::Context as _;
+            let platform = slack::SlackPlatform::connect(&sl, config)
+                .await
+                .context("connecting to Slack")?;
+            return Ok(platform);
+        }
+        #[cfg(not(feature = "slack"))]
+        {
+            let _ = sl;
+            anyhow::bail!("this caseroom was built without the `slack` feature");
+        }
+    }
+    if config.discord.is_some() {
         anyhow::bail!(
-            "the Slack and Discord adapters are not built yet; disable [slack]/[discord] or enable [matrix]"
+            "the Discord adapter is not built yet; disable [discord] or enable [matrix] or [slack]"
         );
     }
     Ok(console::ConsolePlatform::start(config, store))

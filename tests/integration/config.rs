@@ -248,3 +248,68 @@ fn matrix_example_config_is_valid() {
             .has("@lena:example.org", caseroom::config::Role::Lead)
     );
 }
+
+#[test]
+fn slack_modes_need_their_secrets_and_a_known_mode() {
+    let on = shipped().replace(
+        "[slack]\n# Run the Slack adapter.",
+        "[slack]\n# Run the Slack adapter.\n# (on for this test)",
+    );
+    let on = on.replacen(
+        "enabled = false\n# How Slack reaches the bot",
+        "enabled = true\n# How Slack reaches the bot",
+        1,
+    );
+    assert!(
+        on.contains("enabled = true\n# How Slack"),
+        "the [slack] section as shipped"
+    );
+    // Socket mode (the default) needs the bot and app tokens.
+    let cfg = parse(
+        &on,
+        &[
+            ("CASEROOM_SLACK_BOT_TOKEN", "xoxb-1"),
+            ("CASEROOM_SLACK_APP_TOKEN", "xapp-1"),
+        ],
+    )
+    .expect("socket mode with both tokens");
+    let s = cfg.slack.expect("slack enabled");
+    assert_eq!(s.mode, caseroom::config::SlackMode::Socket);
+    assert_eq!(s.app_token.unwrap().expose(), "xapp-1");
+    assert!(s.signing_secret.is_none() && s.user_token.is_none());
+    assert_eq!(s.api_base_url, "https://slack.com/api");
+    assert_eq!(s.events_listen.to_string(), "127.0.0.1:3000");
+    let err = one_error(&on, &[("CASEROOM_SLACK_BOT_TOKEN", "xoxb-1")]);
+    assert!(
+        err.contains("slack.app_token_env") && err.contains("CASEROOM_SLACK_APP_TOKEN"),
+        "{err}"
+    );
+
+    // Events mode needs the signing secret instead.
+    let events = on.replace("mode = \"socket\"", "mode = \"events\"");
+    let err = one_error(&events, &[("CASEROOM_SLACK_BOT_TOKEN", "xoxb-1")]);
+    assert!(err.contains("slack.signing_secret_env"), "{err}");
+    let cfg = parse(
+        &events,
+        &[
+            ("CASEROOM_SLACK_BOT_TOKEN", "xoxb-1"),
+            ("CASEROOM_SLACK_SIGNING_SECRET", "sig"),
+        ],
+    )
+    .unwrap();
+    assert_eq!(cfg.slack.unwrap().mode, caseroom::config::SlackMode::Events);
+
+    let bad = on.replace("mode = \"socket\"", "mode = \"rtm\"");
+    let err = one_error(
+        &bad,
+        &[
+            ("CASEROOM_SLACK_BOT_TOKEN", "xoxb-1"),
+            ("CASEROOM_SLACK_APP_TOKEN", "xapp-1"),
+        ],
+    );
+    let line = line_of(&bad, "mode = \"rtm\"");
+    assert!(
+        err.starts_with(&format!("cfg/test.toml:{line}: slack.mode")),
+        "{err}"
+    );
+}

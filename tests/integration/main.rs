@@ -3,6 +3,8 @@
 mod bot;
 mod cards;
 mod config;
+#[cfg(feature = "slack")]
+mod fake_slack;
 mod http;
 #[cfg(feature = "matrix")]
 mod matrix_adapter;
@@ -17,6 +19,8 @@ mod matrix_sla;
 mod outbound;
 mod outbox;
 mod sla;
+#[cfg(feature = "slack")]
+mod slack;
 mod store;
 mod suggest;
 mod util;
