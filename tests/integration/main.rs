@@ -12,6 +12,7 @@ mod matrix_e2e;
 #[cfg(feature = "matrix")]
 mod matrix_sla;
 mod outbox;
+mod redact;
 mod sla;
 mod store;
 mod suggest;
