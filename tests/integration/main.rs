@@ -13,6 +13,7 @@ mod matrix_e2e;
 mod matrix_sla;
 mod outbox;
 mod redact;
+mod shutdown;
 mod sla;
 mod store;
 mod suggest;
