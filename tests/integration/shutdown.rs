@@ -19,16 +19,17 @@ use super::util::{bin, root};
 const EXIT_WITHIN: Duration = Duration::from_secs(5);
 const SECRET: &str = "shutdown-test-secret";
 
-/// Starts `caseroom run` with stdin, stdout piped (stdin stays open until
-/// the test drops it).
-fn start(args: &[&str], envs: &[(&str, &str)]) -> Child {
+/// Starts `caseroom run` with stdin and stdout piped (stdin stays open
+/// until the test drops it) and its log in `log` (a file, so a full pipe
+/// never blocks the bot).
+fn start(args: &[&str], envs: &[(&str, &str)], log: &Path) -> Child {
     let mut cmd = Command::new(bin());
     cmd.current_dir(root())
         .args(args)
         .env("RUST_LOG", "info")
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
+        .stderr(std::fs::File::create(log).unwrap());
     for (k, v) in envs {
         cmd.env(k, v);
     }
@@ -84,7 +85,8 @@ fn wait_for_stdout(child: &mut Child, needle: &str) -> Arc<Mutex<String>> {
 fn terminal_mode_stops_on(signal: &str) {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
-    let mut child = start(&["--data-dir", data.to_str().unwrap(), "run"], &[]);
+    let log = dir.path().join("log");
+    let mut child = start(&["--data-dir", data.to_str().unwrap(), "run"], &[], &log);
     // A command is answered, so the bot is running and reading stdin.
     let stdin = child.stdin.as_mut().unwrap();
     stdin.write_all("!escalate 付款失败\n".as_bytes()).unwrap();
@@ -92,8 +94,9 @@ fn terminal_mode_stops_on(signal: &str) {
     wait_for_stdout(&mut child, "Opened **C-1**");
     // stdin stays open: the bot must not wait for it.
     let (took, ok) = stop_with(&mut child, signal);
-    assert!(ok, "SIG{signal}: unclean exit");
-    assert!(took < EXIT_WITHIN, "SIG{signal}: exit took {took:?}");
+    let log = std::fs::read_to_string(&log).unwrap();
+    assert!(ok, "SIG{signal}: unclean exit\n{log}");
+    assert!(took < EXIT_WITHIN, "SIG{signal}: exit took {took:?}\n{log}");
     eprintln!("terminal mode, SIG{signal} with stdin open: exit in {took:?}");
 }
 
@@ -274,16 +277,25 @@ pub fn load(
     (acked, other, threads)
 }
 
-fn webhook_under_load_stops_on(signal: &str) {
+/// `read_output: false` is a terminal that stopped reading (a full pipe,
+/// ctrl-s): printing blocks, and shutdown must still end the process.
+fn webhook_under_load_stops_on(signal: &str, read_output: bool) {
     let dir = tempfile::tempdir().unwrap();
     let (port, mport) = (free_port(), free_port());
     let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
     let cfg = dir.path().join("caseroom.toml");
     std::fs::write(&cfg, webhook_config(dir.path(), port, mport)).unwrap();
+    let log = dir.path().join("log");
     let mut child = start(
         &["--config", cfg.to_str().unwrap(), "run"],
         &[("CASEROOM_WEBHOOK_SECRET", SECRET)],
+        &log,
     );
+    // Read what the bot prints, as a terminal would.
+    let mut stdout = child.stdout.take().unwrap();
+    if read_output {
+        std::thread::spawn(move || std::io::copy(&mut stdout, &mut std::io::sink()));
+    }
     wait_ready(addr);
     let stop = Arc::new(AtomicBool::new(false));
     let (acked, other, threads) = load(addr, 8, "load", SECRET, stop.clone());
@@ -298,8 +310,12 @@ fn webhook_under_load_stops_on(signal: &str) {
     for t in threads {
         t.join().unwrap();
     }
-    assert!(ok, "SIG{signal}: unclean exit");
-    assert!(took < EXIT_WITHIN, "SIG{signal}: exit took {took:?}");
+    let log = std::fs::read_to_string(&log).unwrap();
+    assert!(ok, "SIG{signal}: unclean exit\n{log}");
+    assert!(took < EXIT_WITHIN, "SIG{signal}: exit took {took:?}\n{log}");
+    if read_output {
+        assert!(!log.contains("did not stop"), "{log}");
+    }
     let other = other.lock().unwrap().clone();
     assert!(
         other.iter().all(|s| *s == 503 || *s == 429),
@@ -325,10 +341,17 @@ fn webhook_under_load_stops_on(signal: &str) {
 
 #[test]
 fn sigterm_of_loaded_webhook_exits_within_5s_and_loses_no_ticket() {
-    webhook_under_load_stops_on("TERM");
+    webhook_under_load_stops_on("TERM", true);
+}
+
+/// Found while writing these tests: with nobody reading stdout, a console
+/// send blocked a runtime worker and shutdown waited for it.
+#[test]
+fn sigterm_exits_within_5s_when_nobody_reads_the_output() {
+    webhook_under_load_stops_on("TERM", false);
 }
 
 #[test]
 fn sigint_of_loaded_webhook_exits_within_5s_and_loses_no_ticket() {
-    webhook_under_load_stops_on("INT");
+    webhook_under_load_stops_on("INT", true);
 }
