@@ -2,6 +2,7 @@
 
 mod bot;
 mod config;
+mod fuzz;
 mod http;
 #[cfg(feature = "matrix")]
 mod matrix_adapter;
