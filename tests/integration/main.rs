@@ -1,5 +1,6 @@
 //! caseroom's integration tests: one binary, a module per area.
 
+mod backup;
 mod bot;
 mod config;
 mod fuzz;
