@@ -222,8 +222,8 @@ pub fn post_ticket(addr: SocketAddr, ext: &str, secret: &str) -> Option<(u16, St
     http(addr, &req)
 }
 
-pub fn wait_ready(addr: SocketAddr) {
-    let deadline = Instant::now() + Duration::from_secs(60);
+pub fn wait_ready(addr: SocketAddr, log: &Path) {
+    let deadline = Instant::now() + Duration::from_secs(90);
     let req = format!("GET /readyz HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
     while Instant::now() < deadline {
         if let Some((200, _)) = http(addr, &req) {
@@ -231,7 +231,10 @@ pub fn wait_ready(addr: SocketAddr) {
         }
         std::thread::sleep(Duration::from_millis(100));
     }
-    panic!("caseroom did not become ready on {addr}");
+    panic!(
+        "caseroom did not become ready on {addr}:\n{}",
+        std::fs::read_to_string(log).unwrap_or_default()
+    );
 }
 
 /// Posts tickets from `clients` threads until `stop`; returns the threads,
@@ -296,7 +299,7 @@ fn webhook_under_load_stops_on(signal: &str, read_output: bool) {
     if read_output {
         std::thread::spawn(move || std::io::copy(&mut stdout, &mut std::io::sink()));
     }
-    wait_ready(addr);
+    wait_ready(addr, &log);
     let stop = Arc::new(AtomicBool::new(false));
     let (acked, other, threads) = load(addr, 8, "load", SECRET, stop.clone());
     let deadline = Instant::now() + Duration::from_secs(60);
@@ -354,4 +357,132 @@ fn sigterm_exits_within_5s_when_nobody_reads_the_output() {
 #[test]
 fn sigint_of_loaded_webhook_exits_within_5s_and_loses_no_ticket() {
     webhook_under_load_stops_on("INT", true);
+}
+
+/// The Matrix bot with the webhook, under load with a delivery backlog
+/// (Synapse rate-limits the bot): SIGTERM/SIGINT end it within 5 s, no
+/// acknowledged ticket is lost, and every case's root message is either on
+/// Synapse or still in the outbox for the next start.
+#[cfg(feature = "matrix")]
+mod matrix {
+    use matrix_sdk::ruma::api::client::room::create_room;
+
+    use super::super::matrix_adapter::{synapse, unique};
+    use super::*;
+
+    const SECRET: &str = "matrix-shutdown-secret";
+
+    fn matrix_bot_stops_on(signal: &str) {
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        let syn = synapse();
+        let bot = syn.register(&unique("stopbot"), "botpass");
+        let agent_id = syn.register(&unique("stopagent"), "agentpass");
+        let team = rt.block_on(async {
+            let agent = syn.login(&agent_id, "agentpass").await;
+            let mut request = create_room::v3::Request::new();
+            request.invite = vec![bot.parse().unwrap()];
+            agent
+                .create_room(request)
+                .await
+                .unwrap()
+                .room_id()
+                .to_owned()
+        });
+
+        let dir = tempfile::tempdir().unwrap();
+        let (port, mport) = (free_port(), free_port());
+        let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+        let cfg = webhook_config(dir.path(), port, mport)
+            .replace("team = \"team\"", &format!("team = \"{team}\""))
+            .replace("intake = [\"intake\"]", &format!("intake = [\"{team}\"]"))
+            .replace("oncall = \"oncall\"", &format!("oncall = \"{team}\""))
+            .replace(
+                "[matrix]\n# Run the Matrix adapter.\nenabled = false",
+                "[matrix]\n# Run the Matrix adapter.\nenabled = true",
+            )
+            .replace(
+                "homeserver = \"https://matrix.example.org\"",
+                &format!("homeserver = \"{}\"", syn.url),
+            )
+            .replace(
+                "user_id = \"@caseroom:example.org\"",
+                &format!("user_id = \"{bot}\""),
+            );
+        assert!(
+            cfg.contains(&syn.url) && cfg.contains(&bot),
+            "config not rewritten"
+        );
+        let cfg_path = dir.path().join("caseroom.toml");
+        std::fs::write(&cfg_path, cfg).unwrap();
+        let log = dir.path().join("log");
+        let mut child = start(
+            &["--config", cfg_path.to_str().unwrap(), "run"],
+            &[
+                ("CASEROOM_MATRIX_PASSWORD", "botpass"),
+                ("CASEROOM_WEBHOOK_SECRET", SECRET),
+                ("NO_PROXY", "127.0.0.1,localhost"),
+            ],
+            &log,
+        );
+        wait_ready(addr, &log);
+        let stop = Arc::new(AtomicBool::new(false));
+        let (acked, other, threads) = load(addr, 8, &unique("mx"), SECRET, stop.clone());
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while acked.lock().unwrap().len() < 80 {
+            assert!(Instant::now() < deadline, "too few tickets acknowledged");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        let (took, ok) = stop_with(&mut child, signal);
+        stop.store(true, Ordering::Relaxed);
+        for t in threads {
+            t.join().unwrap();
+        }
+        let log = std::fs::read_to_string(&log).unwrap();
+        assert!(ok, "SIG{signal}: unclean exit\n{log}");
+        assert!(took < EXIT_WITHIN, "SIG{signal}: exit took {took:?}\n{log}");
+        let other = other.lock().unwrap().clone();
+        assert!(
+            other.iter().all(|s| *s == 503 || *s == 429),
+            "answers other than 201/200/503: {other:?}"
+        );
+
+        let acked = acked.lock().unwrap().clone();
+        let store = caseroom::store::Store::open(&dir.path().join("data")).unwrap();
+        let pending = store.pending_outbox().unwrap();
+        let (mut posted, mut queued) = (0, 0);
+        for (ext, id) in &acked {
+            let case = store
+                .case_by_external(ext)
+                .unwrap()
+                .unwrap_or_else(|| panic!("ticket {ext} acknowledged as {id} but lost"));
+            let key = caseroom::message::root_key(case.id);
+            if store.posted(&key).unwrap().is_some() {
+                posted += 1;
+            } else {
+                assert!(
+                    pending
+                        .iter()
+                        .any(|(_, m)| m.record_as.as_deref() == Some(key.as_str())),
+                    "{id}: root message neither posted nor queued"
+                );
+                queued += 1;
+            }
+        }
+        eprintln!(
+            "matrix bot under load, SIG{signal}: exit in {took:?}; {} tickets acknowledged, all stored; \
+             {posted} roots posted, {queued} queued for the next start ({} messages pending)",
+            acked.len(),
+            pending.len()
+        );
+    }
+
+    #[test]
+    fn sigterm_of_loaded_matrix_bot_exits_within_5s_and_keeps_its_backlog() {
+        matrix_bot_stops_on("TERM");
+    }
+
+    #[test]
+    fn sigint_of_loaded_matrix_bot_exits_within_5s_and_keeps_its_backlog() {
+        matrix_bot_stops_on("INT");
+    }
 }
