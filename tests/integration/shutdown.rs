@@ -237,23 +237,24 @@ pub fn wait_ready(addr: SocketAddr, log: &Path) {
     );
 }
 
-/// Posts tickets from `clients` threads until `stop`; returns the threads,
-/// which yield the (external id, case id) pairs acknowledged with 201/200,
-/// and a count of other answers by status.
-pub type Acked = Arc<Mutex<Vec<(String, String)>>>;
+/// Tickets posted by [`load`].
+pub struct Load {
+    /// (external id, case id) of every ticket answered 201 or 200.
+    pub acked: Arc<Mutex<Vec<(String, String)>>>,
+    /// The status of every other answer.
+    pub other: Arc<Mutex<Vec<u16>>>,
+    pub threads: Vec<std::thread::JoinHandle<()>>,
+}
 
+/// Posts tickets from `clients` threads until `stop`.
 pub fn load(
     addr: SocketAddr,
     clients: usize,
     tag: &str,
     secret: &'static str,
     stop: Arc<AtomicBool>,
-) -> (
-    Acked,
-    Arc<Mutex<Vec<u16>>>,
-    Vec<std::thread::JoinHandle<()>>,
-) {
-    let acked: Acked = Arc::default();
+) -> Load {
+    let acked: Arc<Mutex<Vec<(String, String)>>> = Arc::default();
     let other: Arc<Mutex<Vec<u16>>> = Arc::default();
     let mut threads = Vec::new();
     for c in 0..clients {
@@ -277,7 +278,11 @@ pub fn load(
             }
         }));
     }
-    (acked, other, threads)
+    Load {
+        acked,
+        other,
+        threads,
+    }
 }
 
 /// `read_output: false` is a terminal that stopped reading (a full pipe,
@@ -301,7 +306,11 @@ fn webhook_under_load_stops_on(signal: &str, read_output: bool) {
     }
     wait_ready(addr, &log);
     let stop = Arc::new(AtomicBool::new(false));
-    let (acked, other, threads) = load(addr, 8, "load", SECRET, stop.clone());
+    let Load {
+        acked,
+        other,
+        threads,
+    } = load(addr, 8, "load", SECRET, stop.clone());
     let deadline = Instant::now() + Duration::from_secs(60);
     while acked.lock().unwrap().len() < 100 {
         assert!(Instant::now() < deadline, "too few tickets acknowledged");
@@ -426,7 +435,11 @@ mod matrix {
         );
         wait_ready(addr, &log);
         let stop = Arc::new(AtomicBool::new(false));
-        let (acked, other, threads) = load(addr, 8, &unique("mx"), SECRET, stop.clone());
+        let Load {
+            acked,
+            other,
+            threads,
+        } = load(addr, 8, &unique("mx"), SECRET, stop.clone());
         let deadline = Instant::now() + Duration::from_secs(60);
         while acked.lock().unwrap().len() < 80 {
             assert!(Instant::now() < deadline, "too few tickets acknowledged");
