@@ -185,7 +185,10 @@ pub fn main(cli: Cli) -> Result<i32> {
             case_command(&store, cmd)
         }
         Command::Export => {
-            let store = open_store(&cli.config, cli.data_dir.as_deref())?;
+            // Export reads every page once: a big page cache only costs memory.
+            let dir = data_dir(&cli.config, cli.data_dir.as_deref())?;
+            let store = Store::open_with_cache(&dir, IMPORT_CACHE)
+                .with_context(|| format!("opening the store in {}", dir.display()))?;
             let mut out = std::io::BufWriter::with_capacity(1 << 16, std::io::stdout().lock());
             export(&store, &mut out)?;
             Ok(0)
@@ -557,7 +560,8 @@ const IMPORT_CHUNK: usize = 1_000;
 /// Records between flushes during an import, so written pages can leave
 /// memory without paying for a flush per batch.
 const IMPORT_FLUSH_EVERY: usize = 100_000;
-/// The page cache of the store an import writes (it reads nothing back).
+/// The page cache of the store an import writes (it reads nothing back) or
+/// an export reads (each page once).
 const IMPORT_CACHE: u64 = 32 * 1024 * 1024;
 
 /// `caseroom import`: streams the export into a fresh dir next to
