@@ -34,14 +34,30 @@ pub fn init_tracing() {
         .try_init();
 }
 
+/// How long shutdown waits for tasks (webhook requests in flight, message
+/// deliveries) before giving up on them; pending outbox messages stay in
+/// the store for the next start.
+const TASKS_GRACE: Duration = Duration::from_secs(3);
+/// How long the runtime waits for blocking work (a store write, a read
+/// from a terminal) once the bot has stopped. Together with
+/// [`TASKS_GRACE`] this keeps a signal-to-exit time under 5 s.
+const RUNTIME_GRACE: Duration = Duration::from_millis(500);
+/// At the end of piped input, how long the bot waits for its replies to be
+/// delivered before it stops.
+const DRAIN_OUTBOX: Duration = Duration::from_secs(10);
+
 /// Runs the bot on a fresh Tokio runtime until ctrl-c or SIGTERM.
 pub fn run_blocking(config: Config) -> Result<()> {
     let rt = tokio::runtime::Runtime::new().context("starting the async runtime")?;
-    rt.block_on(async {
+    let result = rt.block_on(async {
         let shutdown = CancellationToken::new();
         spawn_signal_handler(shutdown.clone());
         run(config, shutdown).await
-    })
+    });
+    // Dropping the runtime would wait for every blocking task without a
+    // limit; a stuck one must never hold the process.
+    rt.shutdown_timeout(RUNTIME_GRACE);
+    result
 }
 
 /// Runs the bot until `shutdown` is cancelled, on the configured platform.
@@ -111,7 +127,12 @@ pub async fn run_with(
             _ = shutdown.cancelled() => break,
             m = rx.recv() => m,
         };
-        let Some(msg) = msg else { break };
+        let Some(msg) = msg else {
+            // Input ended (end of piped commands, ctrl-d): every message has
+            // been handled; let the replies go out before stopping.
+            drain_outbox(&store, &shutdown).await;
+            break;
+        };
         let b = bot.clone();
         // Store writes wait for a disk flush: keep them off the async workers.
         let result = tokio::task::spawn_blocking(move || b.handle(&msg)).await;
@@ -124,14 +145,37 @@ pub async fn run_with(
     tracing::info!("shutting down");
     shutdown.cancel();
     tracker.close();
-    if tokio::time::timeout(Duration::from_secs(10), tracker.wait())
+    if tokio::time::timeout(TASKS_GRACE, tracker.wait())
         .await
         .is_err()
     {
-        tracing::warn!("some tasks did not stop within 10 s");
+        tracing::warn!("some tasks did not stop within {TASKS_GRACE:?}");
     }
     store.flush()?;
     Ok(())
+}
+
+/// Waits until the outbox has nothing pending, for at most [`DRAIN_OUTBOX`]
+/// or until `shutdown`.
+async fn drain_outbox(store: &Store, shutdown: &CancellationToken) {
+    let deadline = tokio::time::Instant::now() + DRAIN_OUTBOX;
+    loop {
+        let pending = store.outbox_seqs_from(0).map(|s| s.len()).unwrap_or(0);
+        if pending == 0 {
+            return;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            tracing::warn!(
+                pending,
+                "messages not delivered yet; they stay queued for the next start"
+            );
+            return;
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(Duration::from_millis(50)) => {}
+        }
+    }
 }
 
 /// Binds the webhook and metrics listeners and serves them until shutdown.
@@ -258,6 +302,12 @@ pub fn spawn_signal_handler(token: CancellationToken) {
         #[cfg(not(unix))]
         let _ = ctrl_c.await;
         token.cancel();
+        // A second ctrl-c means "now": skip the rest of the graceful stop.
+        // Nothing acknowledged is lost; undelivered messages stay queued.
+        if tokio::signal::ctrl_c().await.is_ok() {
+            eprintln!("stopping now");
+            std::process::exit(130);
+        }
     });
 }
 

@@ -60,13 +60,27 @@ pub enum Command {
     /// Helpdesk events (`[outbound]`): what waits, what was set aside, retry.
     #[command(subcommand)]
     Outbound(OutboundCommand),
-    /// Restore an export into an empty data dir.
+    /// Restore an export into an empty data dir. The export is written to a
+    /// new dir next to the data dir, which takes its place only when all of
+    /// it is in: a failed import leaves the data dir as it was.
     Import {
         /// The JSON Lines file written by `caseroom export` (`-` for stdin).
         file: PathBuf,
-        /// Import even when the data dir already holds data (ids must not clash).
+        /// Import even when the data dir already holds data (ids must not
+        /// clash). Needs a file, not `-`: it is read twice, first to check
+        /// everything, then to write.
         #[arg(long)]
         force: bool,
+        /// Records written per batch (for tuning; sled keeps a batch's
+        /// replaced pages alive until the batch ends).
+        #[arg(long, hide = true, default_value_t = IMPORT_CHUNK)]
+        chunk_records: usize,
+    },
+    /// Writes a synthetic export of N cases to stdout (for measuring import).
+    #[command(hide = true)]
+    GenExport {
+        #[arg(long, default_value_t = 100_000)]
+        cases: u64,
     },
     /// Suggest a playbook for a ticket text.
     #[command(after_help = "Examples:
@@ -191,7 +205,10 @@ pub fn main(cli: Cli) -> Result<i32> {
     match cli.command {
         Command::Check => check(&cli.config),
         Command::Run => {
-            let config = load_config(&cli.config, cli.data_dir.as_deref())?;
+            let mut config = Config::load(&cli.config).map_err(|e| anyhow::anyhow!("{e}"))?;
+            if let Some(d) = cli.data_dir {
+                config.data_dir = d;
+            }
             crate::app::run_blocking(config)?;
             Ok(0)
         }
@@ -200,14 +217,27 @@ pub fn main(cli: Cli) -> Result<i32> {
             case_command(&store, cmd)
         }
         Command::Export => {
-            let store = open_store(&cli.config, cli.data_dir.as_deref())?;
-            export(&store, &mut std::io::stdout().lock())?;
+            // Export reads every page once: a big page cache only costs memory.
+            let dir = data_dir(&cli.config, cli.data_dir.as_deref())?;
+            let store = Store::open_with_cache(&dir, IMPORT_CACHE)
+                .with_context(|| format!("opening the store in {}", dir.display()))?;
+            let mut out = std::io::BufWriter::with_capacity(1 << 16, std::io::stdout().lock());
+            export(&store, &mut out)?;
             Ok(0)
         }
         Command::Outbound(cmd) => outbound_command(&cli.config, cli.data_dir.as_deref(), cmd),
-        Command::Import { file, force } => {
-            let store = open_store(&cli.config, cli.data_dir.as_deref())?;
-            import(&store, &file, force)
+        Command::Import {
+            file,
+            force,
+            chunk_records,
+        } => {
+            let dir = data_dir(&cli.config, cli.data_dir.as_deref())?;
+            import(&dir, &file, force, chunk_records.max(1))
+        }
+        Command::GenExport { cases } => {
+            let mut out = std::io::BufWriter::with_capacity(1 << 16, std::io::stdout().lock());
+            gen_export(cases, &mut out)?;
+            Ok(0)
         }
         Command::Suggest { text, jsonl } => {
             crate::app::suggest_command(&cli.config, cli.data_dir.as_deref(), text, jsonl)
@@ -222,9 +252,10 @@ pub fn main(cli: Cli) -> Result<i32> {
     }
 }
 
-/// Loads the config, applying `--data-dir`.
+/// Loads the config for an offline command (no secret needed), applying
+/// `--data-dir`. `run` loads with [`Config::load`], which insists on them.
 pub fn load_config(path: &Path, data_dir: Option<&Path>) -> Result<Config> {
-    let mut config = Config::load(path).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let mut config = Config::load_offline(path).map_err(|e| anyhow::anyhow!("{e}"))?;
     if let Some(d) = data_dir {
         config.data_dir = d.to_owned();
     }
@@ -246,8 +277,15 @@ pub fn open_store(config: &Path, dir: Option<&Path>) -> Result<Store> {
 
 fn check(config: &Path) -> Result<i32> {
     let mut errors: Vec<String> = Vec::new();
-    let cfg = match Config::load(config) {
-        Ok(c) => Some(c),
+    let cfg = match Config::load_offline(config) {
+        Ok(c) => {
+            // Not an error here: `check` also runs where the secrets are
+            // not (a CI job, a laptop), but `run` will want them.
+            for e in &c.missing_secrets {
+                eprintln!("note: {e} (needed by `caseroom run`)");
+            }
+            Some(c)
+        }
         Err(e) => {
             errors.extend(e.0.iter().map(|e| e.to_string()));
             None
@@ -409,7 +447,7 @@ fn case_command(store: &Store, cmd: CaseCommand) -> Result<i32> {
                 writeln!(out)?;
                 return Ok(0);
             }
-            print!("{}", show_case(&case, &events));
+            write!(std::io::stdout().lock(), "{}", show_case(&case, &events))?;
             Ok(0)
         }
         CaseCommand::Open(a) => {
@@ -623,96 +661,394 @@ enum ExportRecord {
 }
 
 /// Writes every case, its events and the learned history as JSON Lines.
+///
+/// Reads one case at a time, so memory stays flat however big the store.
 pub fn export(store: &Store, out: &mut impl Write) -> Result<()> {
-    for case in store.cases(&CaseFilter::default())? {
+    let mut progress = Progress::new("exporting", Some(store.case_count()));
+    for case in store.iter_cases() {
+        let case = case?;
         let events = store.events(case.id)?;
         let id = case.id;
-        serde_json::to_writer(&mut *out, &ExportRecord::Case(Box::new(case)))?;
-        out.write_all(b"\n")?;
+        write_record(out, &ExportRecord::Case(Box::new(case)))?;
         for event in events {
-            serde_json::to_writer(&mut *out, &ExportRecord::Event { case: id, event })?;
-            out.write_all(b"\n")?;
+            write_record(out, &ExportRecord::Event { case: id, event })?;
         }
+        progress.tick(1);
     }
-    for (key, value) in store.case_links()? {
+    for link in store.iter_case_links() {
+        let (key, value) = link?;
         let value = hex::encode(value);
-        serde_json::to_writer(&mut *out, &ExportRecord::Link { key, value })?;
-        out.write_all(b"\n")?;
+        write_record(out, &ExportRecord::Link { key, value })?;
     }
-    for item in store.history()? {
-        serde_json::to_writer(&mut *out, &ExportRecord::History(item))?;
-        out.write_all(b"\n")?;
+    for item in store.iter_history() {
+        write_record(out, &ExportRecord::History(item?))?;
     }
     out.flush()?;
+    progress.done();
     Ok(())
 }
 
-fn import(store: &Store, file: &Path, force: bool) -> Result<i32> {
-    if !force && !store.is_empty()? {
+fn write_record(out: &mut impl Write, rec: &ExportRecord) -> Result<()> {
+    serde_json::to_writer(&mut *out, rec).map_err(std::io::Error::from)?;
+    out.write_all(b"\n")?;
+    Ok(())
+}
+
+/// Records per import batch. sled keeps the pages a batch replaces alive
+/// until the batch ends, so memory grows with the batch: 20,000 records
+/// peaked at 400 MB for 50k cases, 500–2,000 at under 100 MB.
+const IMPORT_CHUNK: usize = 1_000;
+/// Records between flushes during an import, so written pages can leave
+/// memory without paying for a flush per batch.
+const IMPORT_FLUSH_EVERY: usize = 100_000;
+/// The page cache of the store an import writes (it reads nothing back) or
+/// an export reads (each page once).
+const IMPORT_CACHE: u64 = 32 * 1024 * 1024;
+
+/// `caseroom import`: streams the export into a fresh dir next to
+/// `target` and swaps it in at the end, so a failure half way leaves
+/// `target` as it was. With `force` into a non-empty store, the file is
+/// checked in full first, then written.
+fn import(target: &Path, file: &Path, force: bool, chunk_records: usize) -> Result<i32> {
+    let target_empty = match std::fs::metadata(target) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => true,
+        Err(e) => return Err(e).with_context(|| format!("reading {}", target.display())),
+        Ok(_) => {
+            let store = Store::open(target)
+                .with_context(|| format!("opening the store in {}", target.display()))?;
+            store.is_empty()?
+        }
+    };
+    if !target_empty {
+        if !force {
+            bail!(
+                "the data dir already holds cases or history; import into an empty one, or pass --force"
+            );
+        }
+        if file == Path::new("-") {
+            bail!("--force needs the export as a file (it is read twice), not `-`");
+        }
+        let store = Store::open(target)
+            .with_context(|| format!("opening the store in {}", target.display()))?;
+        // Pass 1 writes nothing: every record parses, every case matches its
+        // history, no case number clashes.
+        import_stream(file, chunk_records, |chunk| {
+            for (case, events) in &chunk.cases {
+                let rebuilt = Case::replay(case.id, events).map_err(anyhow::Error::msg)?;
+                if &rebuilt != case {
+                    bail!(
+                        "{} does not match its own history; the export is damaged",
+                        case.id
+                    );
+                }
+                if store.case(case.id)?.is_some() {
+                    bail!("{} already exists in {}", case.id, target.display());
+                }
+            }
+            Ok(())
+        })?;
+        let counts = import_stream(file, chunk_records, chunked_writer(&store))?;
+        store.flush()?;
+        counts.report();
+        return Ok(0);
+    }
+    if let Some(existing) = foreign_entry(target)? {
         bail!(
-            "the data dir already holds cases or history; import into an empty one, or pass --force"
+            "{} holds {} which is not caseroom data; import into an empty or new dir",
+            target.display(),
+            existing.display()
         );
     }
-    let reader: Box<dyn BufRead> = if file == Path::new("-") {
-        Box::new(BufReader::new(std::io::stdin()))
-    } else {
-        Box::new(BufReader::new(
-            std::fs::File::open(file).with_context(|| format!("opening {}", file.display()))?,
-        ))
+    let name = target
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "data".into());
+    let staging = target.with_file_name(format!(".{name}.import-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&staging);
+    let result = (|| -> Result<ImportCounts> {
+        let store = Store::open_with_cache(&staging, IMPORT_CACHE)
+            .with_context(|| format!("creating {}", staging.display()))?;
+        let counts = import_stream(file, chunk_records, chunked_writer(&store))?;
+        store.flush()?;
+        Ok(counts)
+    })();
+    let counts = match result {
+        Ok(c) => c,
+        Err(e) => {
+            let _ = std::fs::remove_dir_all(&staging);
+            return Err(e.context(format!(
+                "nothing was imported; {} is unchanged",
+                target.display()
+            )));
+        }
     };
-    let mut cases: Vec<(Case, Vec<Event>)> = Vec::new();
-    let mut history = Vec::new();
-    let mut links: Vec<(String, Vec<u8>)> = Vec::new();
-    for (n, line) in reader.lines().enumerate() {
-        let line = line?;
+    swap_in(&staging, target)?;
+    counts.report();
+    Ok(0)
+}
+
+/// Writes import chunks, flushing every [`IMPORT_FLUSH_EVERY`] records.
+fn chunked_writer(store: &Store) -> impl FnMut(crate::store::ImportChunk) -> Result<()> + '_ {
+    let mut unflushed = 0;
+    move |chunk| {
+        unflushed += chunk.len();
+        store.import_chunk(chunk)?;
+        if unflushed >= IMPORT_FLUSH_EVERY {
+            store.flush()?;
+            unflushed = 0;
+        }
+        Ok(())
+    }
+}
+
+/// The first entry in `dir` that sled did not create (so `import` never
+/// deletes someone's files when it replaces an empty store).
+fn foreign_entry(dir: &Path) -> Result<Option<PathBuf>> {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e).with_context(|| format!("reading {}", dir.display())),
+    };
+    for entry in entries {
+        let name = entry?.file_name();
+        let name = name.to_string_lossy();
+        if !(name == "conf" || name == "db" || name == "blobs" || name.starts_with("snap.")) {
+            return Ok(Some(dir.join(&*name)));
+        }
+    }
+    Ok(None)
+}
+
+/// Puts the finished `staging` dir in the place of `target` (absent, or
+/// an empty store).
+fn swap_in(staging: &Path, target: &Path) -> Result<()> {
+    if !target.exists() {
+        return std::fs::rename(staging, target)
+            .with_context(|| format!("moving {} to {}", staging.display(), target.display()));
+    }
+    let old = staging.with_extension("old");
+    std::fs::rename(target, &old).with_context(|| format!("moving {} aside", target.display()))?;
+    if let Err(e) = std::fs::rename(staging, target) {
+        let _ = std::fs::rename(&old, target);
+        return Err(e)
+            .with_context(|| format!("moving {} to {}", staging.display(), target.display()));
+    }
+    std::fs::remove_dir_all(&old).with_context(|| format!("removing {}", old.display()))
+}
+
+/// What an import read.
+#[derive(Debug, Default, Clone, Copy)]
+struct ImportCounts {
+    cases: usize,
+    history: usize,
+    links: usize,
+}
+
+impl ImportCounts {
+    fn report(&self) {
+        eprintln!(
+            "imported {} cases, {} history examples and {} chat links",
+            self.cases, self.history, self.links
+        );
+    }
+}
+
+/// Reads an export line by line and hands it to `write` in chunks of about
+/// [`IMPORT_CHUNK`] records; a case and its events always share a chunk.
+fn import_stream(
+    file: &Path,
+    chunk_records: usize,
+    mut write: impl FnMut(crate::store::ImportChunk) -> Result<()>,
+) -> Result<ImportCounts> {
+    let (mut reader, size): (Box<dyn BufRead>, Option<u64>) = if file == Path::new("-") {
+        (Box::new(BufReader::new(std::io::stdin().lock())), None)
+    } else {
+        let f = std::fs::File::open(file).with_context(|| format!("opening {}", file.display()))?;
+        let size = f.metadata().ok().map(|m| m.len());
+        (Box::new(BufReader::with_capacity(1 << 16, f)), size)
+    };
+    let mut progress = Progress::new("importing", size);
+    let mut counts = ImportCounts::default();
+    let mut chunk = crate::store::ImportChunk::default();
+    let mut current: Option<(Case, Vec<Event>)> = None;
+    let mut line = String::new();
+    let mut n = 0usize;
+    loop {
+        line.clear();
+        let read = reader
+            .read_line(&mut line)
+            .with_context(|| format!("{}: line {}", file.display(), n + 1))?;
+        if read == 0 {
+            break;
+        }
+        n += 1;
+        progress.tick(read as u64);
         if line.trim().is_empty() {
             continue;
         }
+        let at = || format!("{}: line {n}", file.display());
         let rec: ExportRecord = serde_json::from_str(&line)
-            .with_context(|| format!("{}: line {}: not an export record", file.display(), n + 1))?;
+            .with_context(|| format!("{}: not an export record", at()))?;
         match rec {
-            ExportRecord::Case(c) => cases.push((*c, Vec::new())),
-            ExportRecord::Event { case, event } => match cases.last_mut() {
+            ExportRecord::Case(c) => {
+                counts.cases += 1;
+                if let Some(done) = current.replace((*c, Vec::new())) {
+                    chunk.cases.push(done);
+                    if chunk.len() >= chunk_records {
+                        write(std::mem::take(&mut chunk)).with_context(at)?;
+                    }
+                }
+            }
+            ExportRecord::Event { case, event } => match &mut current {
                 Some((c, evs)) if c.id == case => evs.push(event),
-                _ => bail!(
-                    "{}: line {}: event for {case} does not follow its case",
-                    file.display(),
-                    n + 1
-                ),
+                _ => bail!("{}: event for {case} does not follow its case", at()),
             },
-            ExportRecord::History(h) => history.push(h),
+            ExportRecord::History(h) => {
+                counts.history += 1;
+                chunk.history.push(h);
+            }
             ExportRecord::Link { key, value } => {
-                let value = hex::decode(&value).with_context(|| {
-                    format!("{}: line {}: link value is not hex", file.display(), n + 1)
-                })?;
-                links.push((key, value));
+                let value = hex::decode(&value)
+                    .with_context(|| format!("{}: link value is not hex", at()))?;
+                counts.links += 1;
+                chunk.links.push((key, value));
             }
         }
     }
-    // Rebuild each case from its events and insist it matches the exported
-    // projection, so a damaged export is refused rather than half-imported.
-    let mut batch = Vec::with_capacity(cases.len());
-    for (case, events) in cases {
-        let rebuilt = Case::replay(case.id, &events).map_err(anyhow::Error::msg)?;
-        if rebuilt != case {
-            bail!(
-                "{}: {} does not match its own history; the export is damaged",
-                file.display(),
-                case.id
-            );
+    chunk.cases.extend(current);
+    if !chunk.is_empty() {
+        write(chunk).with_context(|| format!("{}: at the end", file.display()))?;
+    }
+    progress.done();
+    Ok(counts)
+}
+
+/// Progress on stderr, only when stderr is a terminal, at most 5 times a
+/// second: `importing: 41%` with a known total, else a running count.
+struct Progress {
+    what: &'static str,
+    total: Option<u64>,
+    done: u64,
+    shown: bool,
+    last: std::time::Instant,
+    enabled: bool,
+}
+
+impl Progress {
+    fn new(what: &'static str, total: Option<u64>) -> Progress {
+        use std::io::IsTerminal;
+        Progress {
+            what,
+            total: total.filter(|t| *t > 0),
+            done: 0,
+            shown: false,
+            last: std::time::Instant::now(),
+            enabled: std::io::stderr().is_terminal(),
         }
-        batch.push((case.id, events));
     }
-    let n = store.import_cases(batch)?;
-    let h = store.add_history(&history)?;
-    for (key, value) in &links {
-        store.put_state(key, value)?;
+
+    fn tick(&mut self, n: u64) {
+        self.done += n;
+        if !self.enabled || self.last.elapsed() < std::time::Duration::from_millis(200) {
+            return;
+        }
+        self.last = std::time::Instant::now();
+        self.shown = true;
+        match self.total {
+            Some(t) => eprint!("\r{}: {}%", self.what, (self.done * 100 / t).min(100)),
+            None => eprint!("\r{}: {}", self.what, self.done),
+        }
     }
-    eprintln!(
-        "imported {n} cases, {h} history examples and {} chat links",
-        links.len()
-    );
-    Ok(0)
+
+    fn done(&self) {
+        if self.shown {
+            eprintln!("\r{}: done     ", self.what);
+        }
+    }
+}
+
+/// A synthetic export of `cases` cases (opened, triaged, assigned, a note,
+/// resolved; every fifth still open), for measuring import. Case numbers
+/// start at 1; times are fixed, so the output is the same on every run.
+pub fn gen_export(cases: u64, out: &mut impl Write) -> Result<()> {
+    let base = Timestamp::from_second(1_767_225_600)?; // 2026-01-01
+    for n in 1..=cases {
+        let at = |s: i64| base + jiff::SignedDuration::from_secs(n as i64 * 60 + s);
+        let ev = |seq: u32, secs: i64, kind: EventKind| Event {
+            seq,
+            at: at(secs),
+            actor: if seq == 0 {
+                "webhook"
+            } else {
+                "@agent:example.org"
+            }
+            .into(),
+            kind,
+            reason: None,
+        };
+        let mut events = vec![
+            ev(
+                0,
+                0,
+                EventKind::Opened(NewCase {
+                    external_id: format!("GEN-{n}"),
+                    subject: "Payment failed".into(),
+                    body: format!(
+                        "付款失败，订单号 {}，卡号 [card ****1111]",
+                        20_260_000_000 + n
+                    ),
+                    customer: Customer {
+                        id: None,
+                        name: Some(format!("customer {n}")),
+                        email: None,
+                        language: crate::lang::Lang::Zh,
+                    },
+                    channel: Channel::Web,
+                    priority: Priority::P3,
+                    tags: vec!["payment".into()],
+                }),
+            ),
+            ev(
+                1,
+                1,
+                EventKind::Triaged {
+                    playbook: Some("payment_failed".into()),
+                    confidence: 0.875,
+                },
+            ),
+            ev(
+                2,
+                30,
+                EventKind::Assigned {
+                    assignee: format!("@agent{}:example.org", n % 40),
+                },
+            ),
+            ev(
+                3,
+                90,
+                EventKind::Note {
+                    text: "asked the customer for the transaction id".into(),
+                },
+            ),
+        ];
+        if n % 5 != 0 {
+            events.push(ev(
+                4,
+                600,
+                EventKind::Resolved {
+                    playbook: Some("payment_failed".into()),
+                },
+            ));
+        }
+        let id = CaseId(n);
+        let case = Case::replay(id, &events).map_err(anyhow::Error::msg)?;
+        write_record(out, &ExportRecord::Case(Box::new(case)))?;
+        for event in events {
+            write_record(out, &ExportRecord::Event { case: id, event })?;
+        }
+    }
+    out.flush()?;
+    Ok(())
 }
 
 /// Appends events from several threads, printing each durable one.

@@ -313,6 +313,20 @@ pub struct Config {
     pub matrix: Option<MatrixConfig>,
     pub slack: Option<SlackConfig>,
     pub discord: Option<DiscordConfig>,
+    /// Secret variables named in the file but not set. Always empty from
+    /// [`Config::load`] and [`Config::parse`] (there they are errors);
+    /// [`Config::load_offline`] collects them here instead, because commands
+    /// that never talk to chat or serve the webhook do not need them.
+    pub missing_secrets: Vec<ConfigError>,
+}
+
+/// Whether a secret variable that is not set is an error.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Secrets {
+    /// `run`: the bot needs every secret of what it enables.
+    Required,
+    /// Offline commands (`check`, `case`, `export`, `import`, ...).
+    Optional,
 }
 
 /// The rooms the bot works in (platform room ids).
@@ -573,12 +587,42 @@ impl Config {
         Config::parse(path, &src, &|var| std::env::var(var).ok())
     }
 
+    /// Like [`Config::load`], for commands that use no secret: secret
+    /// variables that are not set land in [`Config::missing_secrets`].
+    pub fn load_offline(path: &Path) -> Result<Config, ConfigErrors> {
+        let src = std::fs::read_to_string(path).map_err(|e| {
+            ConfigErrors(vec![ConfigError {
+                file: path.to_owned(),
+                line: None,
+                key: String::new(),
+                message: format!("cannot read config file: {e}"),
+            }])
+        })?;
+        Config::parse_with(
+            path,
+            &src,
+            &|var| std::env::var(var).ok(),
+            Secrets::Optional,
+        )
+    }
+
     /// Parses config text. `env` looks up environment variables, so tests
     /// can supply their own.
     pub fn parse(
         path: &Path,
         src: &str,
         env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Config, ConfigErrors> {
+        Config::parse_with(path, src, env, Secrets::Required)
+    }
+
+    /// Parses config text; `secrets` says whether unset secret variables
+    /// are errors.
+    pub fn parse_with(
+        path: &Path,
+        src: &str,
+        env: &dyn Fn(&str) -> Option<String>,
+        secrets: Secrets,
     ) -> Result<Config, ConfigErrors> {
         let raw: RawConfig = toml::from_str(src).map_err(|e| {
             let span = e.span().unwrap_or(0..0);
@@ -593,9 +637,12 @@ impl Config {
             file: path,
             src,
             env,
+            secrets,
             errors: Vec::new(),
+            missing_secrets: Vec::new(),
         };
-        let config = v.config(raw);
+        let mut config = v.config(raw);
+        config.missing_secrets = v.missing_secrets;
         if v.errors.is_empty() {
             Ok(config)
         } else {
@@ -609,7 +656,10 @@ struct Validator<'a> {
     file: &'a Path,
     src: &'a str,
     env: &'a dyn Fn(&str) -> Option<String>,
+    secrets: Secrets,
     errors: Vec<ConfigError>,
+    /// Unset secret variables when `secrets` is [`Secrets::Optional`].
+    missing_secrets: Vec<ConfigError>,
 }
 
 impl Validator<'_> {
@@ -716,6 +766,7 @@ impl Validator<'_> {
             matrix,
             slack,
             discord,
+            missing_secrets: Vec::new(),
         }
     }
 
@@ -724,11 +775,17 @@ impl Validator<'_> {
         match (self.env)(name) {
             Some(v) if !v.is_empty() => Secret::new(name, v),
             _ => {
-                self.error(
-                    Some(var.span()),
-                    key,
-                    format!("environment variable {name} is not set (it must hold the secret)"),
-                );
+                let message =
+                    format!("environment variable {name} is not set (it must hold the secret)");
+                match self.secrets {
+                    Secrets::Required => self.error(Some(var.span()), key, message),
+                    Secrets::Optional => self.missing_secrets.push(ConfigError {
+                        file: self.file.to_owned(),
+                        line: Some(line_of(self.src, var.span().start)),
+                        key: key.to_owned(),
+                        message,
+                    }),
+                }
                 Secret::new(name, "")
             }
         }

@@ -59,7 +59,12 @@ pub fn verify(
     if sigs.is_empty() {
         return Err(SignatureError::Malformed);
     }
-    if (now - t).abs() > TOLERANCE_SECS {
+    // Checked: a timestamp near i64::MIN/MAX overflowed the subtraction
+    // (a panic in debug builds, a wrapped "fresh" result in release).
+    if now
+        .checked_sub(t)
+        .is_none_or(|d| d.unsigned_abs() > TOLERANCE_SECS.unsigned_abs())
+    {
         return Err(SignatureError::Stale);
     }
     for secret in secrets {
@@ -80,6 +85,31 @@ pub fn verify(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Found by fuzzing: `t=9223372036854775807` with `now = -1` overflowed
+    /// `(now - t).abs()`.
+    #[test]
+    fn extreme_timestamp_is_stale_not_an_overflow() {
+        let secret = Secret::new("S", "s");
+        for (t, now) in [
+            (i64::MAX, -1),
+            (i64::MIN, 1),
+            (i64::MIN, i64::MAX),
+            (-1, i64::MIN),
+        ] {
+            let h = sign("s", t, b"{}");
+            assert_eq!(
+                verify(Some(&h), b"{}", std::slice::from_ref(&secret), now),
+                Err(SignatureError::Stale),
+                "t={t} now={now}"
+            );
+        }
+        let h = format!("t={},v0=t=-1,v1=00", i64::MAX);
+        assert_eq!(
+            verify(Some(&h), b"", std::slice::from_ref(&secret), -1),
+            Err(SignatureError::Stale)
+        );
+    }
 
     #[test]
     fn signs_and_verifies_with_rotation() {

@@ -7,11 +7,10 @@
 //! printed again whenever it changes, with its actions as the commands to
 //! type.
 
-use std::io::Write;
+use std::io::{BufRead, IsTerminal, Write};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
@@ -181,15 +180,24 @@ impl ConsolePlatform {
 }
 
 /// Reads lines from stdin and turns them into messages from [`LOCAL_USER`]
-/// in `room`, until stdin closes or `shutdown` fires. Closing stdin (ctrl-d)
-/// cancels `shutdown` so the bot stops cleanly.
+/// in `room`, until stdin closes or `shutdown` fires.
+///
+/// Lines are read on a plain thread, not with `tokio::io::stdin`: Tokio
+/// reads stdin on a blocking-pool thread that the runtime waits for at
+/// shutdown, so an open terminal kept ctrl-c and SIGTERM from ending the
+/// process. A plain thread blocked in `read` never holds the runtime.
+///
+/// At end of input (ctrl-d, or the end of piped commands) this returns and
+/// drops `tx` without cancelling `shutdown`: the bot then handles every
+/// line already sent and delivers its replies before it stops.
 pub async fn read_stdin(
     room: String,
     store: Store,
     tx: mpsc::Sender<Incoming>,
     shutdown: CancellationToken,
 ) {
-    let mut lines = BufReader::new(tokio::io::stdin()).lines();
+    let piped = !std::io::stdin().is_terminal();
+    let mut lines = spawn_line_reader();
     let session = jiff::Timestamp::now().as_millisecond();
     let mut n = 0u64;
     println!(
@@ -199,21 +207,18 @@ pub async fn read_stdin(
     loop {
         let line = tokio::select! {
             _ = shutdown.cancelled() => return,
-            line = lines.next_line() => line,
+            line = lines.recv() => line,
         };
-        let Ok(Some(line)) = line else {
-            shutdown.cancel();
-            return;
-        };
+        let Some(line) = line else { return };
         let line = line.trim();
         if line.is_empty() {
             continue;
         }
         n += 1;
         let (thread_root, text) = match split_case_prefix(line) {
-            Some((case, rest)) => match store.posted(&root_key(case)) {
-                Ok(Some(root)) => (Some(root), rest),
-                _ => {
+            Some((case, rest)) => match thread_of(&store, case, piped, &shutdown).await {
+                Some(root) => (Some(root), rest),
+                None => {
                     println!("(no thread for {case} yet)");
                     continue;
                 }
@@ -232,6 +237,51 @@ pub async fn read_stdin(
         };
         if tx.send(msg).await.is_err() {
             return;
+        }
+    }
+}
+
+/// Reads stdin line by line on its own thread. The channel closes at end
+/// of input or on a read error. The thread is never joined: it may stay
+/// blocked in `read` until the process exits.
+fn spawn_line_reader() -> mpsc::Receiver<String> {
+    let (tx, rx) = mpsc::channel(64);
+    let spawned = std::thread::Builder::new()
+        .name("stdin".into())
+        .spawn(move || {
+            for line in std::io::stdin().lock().lines() {
+                let Ok(line) = line else { break };
+                if tx.blocking_send(line).is_err() {
+                    break;
+                }
+            }
+        });
+    if let Err(e) = spawned {
+        tracing::error!("cannot start the stdin reader: {e}");
+    }
+    rx
+}
+
+/// The thread root of `case`. Piped commands are read faster than the bot
+/// answers, so there a case's thread may not exist yet: wait for it (up to
+/// 10 s) instead of dropping the line.
+async fn thread_of(
+    store: &Store,
+    case: CaseId,
+    wait: bool,
+    shutdown: &CancellationToken,
+) -> Option<String> {
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        if let Ok(Some(root)) = store.posted(&root_key(case)) {
+            return Some(root);
+        }
+        if !wait || tokio::time::Instant::now() >= deadline {
+            return None;
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => return None,
+            _ = tokio::time::sleep(std::time::Duration::from_millis(50)) => {}
         }
     }
 }

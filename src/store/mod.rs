@@ -97,6 +97,29 @@ pub struct HistoryItem {
     pub label: String,
 }
 
+/// A part of an export to write with [`Store::import_chunk`].
+#[derive(Debug, Default)]
+pub struct ImportChunk {
+    /// Exported case projections with their full histories.
+    pub cases: Vec<(Case, Vec<Event>)>,
+    pub history: Vec<HistoryItem>,
+    /// Chat links (see [`Store::case_links`]).
+    pub links: Vec<(String, Vec<u8>)>,
+}
+
+impl ImportChunk {
+    /// Records held (cases and their events, examples, links), to size chunks.
+    pub fn len(&self) -> usize {
+        self.cases.iter().map(|(_, e)| 1 + e.len()).sum::<usize>()
+            + self.history.len()
+            + self.links.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
 /// A handle to the store; cheap to clone and share between tasks.
 #[derive(Clone)]
 pub struct Store {
@@ -137,15 +160,32 @@ struct Shared {
 impl Store {
     /// Opens (or creates) the store in `dir`, migrating an older schema.
     pub fn open(dir: &Path) -> Result<Store, StoreError> {
+        Store::open_with_cache(dir, 256 * 1024 * 1024)
+    }
+
+    /// Opens the store with a page cache of `cache_bytes`. `import` uses a
+    /// small one: it writes once and reads nothing back.
+    ///
+    /// The data dir holds the chat session and customer text, so it is made
+    /// private to this user: the dir 0700, the files in it 0600 (sled
+    /// creates them with the process umask; files it adds later sit in the
+    /// private dir).
+    pub fn open_with_cache(dir: &Path, cache_bytes: u64) -> Result<Store, StoreError> {
+        let open_err = |source: std::io::Error| StoreError::Open {
+            path: dir.display().to_string(),
+            source: sled::Error::Io(source),
+        };
+        create_private_dir(dir).map_err(open_err)?;
         let db = sled::Config::new()
             .path(dir)
-            .cache_capacity(256 * 1024 * 1024)
+            .cache_capacity(cache_bytes)
             .flush_every_ms(Some(1000))
             .open()
             .map_err(|source| StoreError::Open {
                 path: dir.display().to_string(),
                 source,
             })?;
+        make_private(dir).map_err(open_err)?;
         migrate(&db)?;
         let last_case = match db.scan_prefix(b"c").next_back() {
             Some(kv) => decode_u64(&kv?.0[1..])?,
@@ -435,6 +475,10 @@ impl Store {
         let now = Timestamp::now();
         for (i, mut msg) in outbox.into_iter().enumerate() {
             msg.queued_at.get_or_insert(now);
+            // Outbound text is checked again here, whatever built it.
+            if let std::borrow::Cow::Owned(clean) = crate::redact::redact(&msg.text) {
+                msg.text = clean;
+            }
             batch.insert(outbox_key(b'o', first + i as u64), to_json(&msg)?);
         }
         self.raise(META_NEXT_OUTBOX, first + n)?;
@@ -780,6 +824,29 @@ impl Store {
         Ok(out)
     }
 
+    /// Every case by case number, read one at a time (for `export`: memory
+    /// stays flat however many cases there are).
+    pub fn iter_cases(&self) -> impl Iterator<Item = Result<Case, StoreError>> + '_ {
+        self.db().scan_prefix(b"c").map(|kv| from_json(&kv?.1))
+    }
+
+    /// Every learned example, one at a time.
+    pub fn iter_history(&self) -> impl Iterator<Item = Result<HistoryItem, StoreError>> + '_ {
+        self.db().scan_prefix(b"h").map(|kv| from_json(&kv?.1))
+    }
+
+    /// [`Store::case_links`], one at a time.
+    pub fn iter_case_links(
+        &self,
+    ) -> impl Iterator<Item = Result<(String, Vec<u8>), StoreError>> + '_ {
+        ["thread:", "posted:"].into_iter().flat_map(|prefix| {
+            self.db().scan_prefix(state_key(prefix)).map(|kv| {
+                let (k, v) = kv?;
+                Ok((String::from_utf8_lossy(&k[1..]).into_owned(), v.to_vec()))
+            })
+        })
+    }
+
     fn index_ids(&self, prefix: Vec<u8>) -> impl Iterator<Item = Result<CaseId, StoreError>> + '_ {
         self.db().scan_prefix(prefix).map(|kv| {
             let (k, _) = kv?;
@@ -906,6 +973,47 @@ impl Store {
         Ok(n)
     }
 
+    /// Writes one chunk of an import in one batch, without waiting for a
+    /// flush: `import` writes into a fresh data dir and calls
+    /// [`Store::flush`] once at the end, before the dir becomes the real one.
+    ///
+    /// Each case is rebuilt by replaying its events and must equal the
+    /// exported projection, so a damaged export is refused. A case number
+    /// that is already taken is refused too.
+    pub fn import_chunk(&self, chunk: ImportChunk) -> Result<(), StoreError> {
+        let _guard = self.shared.write.lock().unwrap_or_else(|e| e.into_inner());
+        let mut batch = sled::Batch::default();
+        let mut next = self.shared.next_case.load(Ordering::Relaxed);
+        for (exported, events) in &chunk.cases {
+            let id = exported.id;
+            let case = Case::replay(id, events).map_err(StoreError::Corrupt)?;
+            if &case != exported {
+                return Err(StoreError::Corrupt(format!(
+                    "{id} does not match its own history; the export is damaged"
+                )));
+            }
+            if self.db().contains_key(case_key(id))? {
+                return Err(StoreError::Corrupt(format!("{id} already exists")));
+            }
+            batch.insert(ext_key(&case.external_id), &id.0.to_be_bytes());
+            write_case(&mut batch, None, &case)?;
+            for ev in events {
+                batch.insert(event_key(id, ev.seq), to_json(ev)?);
+            }
+            next = next.max(id.0 + 1);
+        }
+        for item in &chunk.history {
+            batch.insert(history_key(item), to_json(item)?);
+        }
+        for (key, value) in &chunk.links {
+            batch.insert(state_key(key), value.as_slice());
+        }
+        self.raise(META_NEXT_CASE, next)?;
+        self.db().apply_batch(batch)?;
+        self.shared.next_case.fetch_max(next, Ordering::Relaxed);
+        Ok(())
+    }
+
     /// Resolves once everything written so far is on disk.
     pub fn barrier(&self) -> Durable {
         self.shared.commit.written()
@@ -981,6 +1089,44 @@ fn write_case(
         batch.insert(assignee_key(a, case.id), &[]);
     }
     batch.insert(case_key(case.id), to_json(case)?);
+    Ok(())
+}
+
+/// Creates `dir` (and missing parents) with mode 0700 where it is new.
+fn create_private_dir(dir: &Path) -> std::io::Result<()> {
+    let mut b = std::fs::DirBuilder::new();
+    b.recursive(true);
+    #[cfg(unix)]
+    std::os::unix::fs::DirBuilderExt::mode(&mut b, 0o700);
+    b.create(dir)
+}
+
+/// Makes the data dir 0700 and everything in it 0600 (dirs 0700).
+#[cfg(unix)]
+fn make_private(dir: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let set = |p: &Path, mode: u32| -> std::io::Result<()> {
+        let meta = std::fs::symlink_metadata(p)?;
+        if meta.file_type().is_symlink() || meta.permissions().mode() & 0o777 == mode {
+            return Ok(());
+        }
+        std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode))
+    };
+    set(dir, 0o700)?;
+    for entry in std::fs::read_dir(dir)? {
+        let entry = entry?;
+        let path = entry.path();
+        if entry.file_type()?.is_dir() {
+            make_private(&path)?;
+        } else {
+            set(&path, 0o600)?;
+        }
+    }
+    Ok(())
+}
+
+#[cfg(not(unix))]
+fn make_private(_dir: &Path) -> std::io::Result<()> {
     Ok(())
 }
 

@@ -1,10 +1,12 @@
 //! caseroom's integration tests: one binary, a module per area.
 
+mod backup;
 mod bot;
 mod cards;
 mod config;
 #[cfg(feature = "slack")]
 mod fake_slack;
+mod fuzz;
 mod http;
 #[cfg(feature = "matrix")]
 mod matrix_adapter;
@@ -18,6 +20,8 @@ mod matrix_e2e;
 mod matrix_sla;
 mod outbound;
 mod outbox;
+mod redact;
+mod shutdown;
 mod sla;
 #[cfg(feature = "slack")]
 mod slack;
