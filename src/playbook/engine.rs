@@ -94,6 +94,8 @@ pub(crate) struct Tuning {
     pub(crate) phrase_weight: f32,
     /// Exponent of the class-balancing factor (0 = none, 1 = full).
     pub(crate) balance: f32,
+    /// Extra weight of the `none` class after balancing.
+    pub(crate) none_weight: f32,
     /// Value of a phrase-hit feature.
     pub(crate) phrase_value: f32,
     /// Cap on the summed trigger weight of one playbook.
@@ -116,6 +118,7 @@ impl Default for Tuning {
             example_weight: 2.0,
             phrase_weight: 0.5,
             balance: 0.4,
+            none_weight: 1.0,
             phrase_value: 1.0,
             rule_cap: 5.0,
             rule_scale: 0.4,
@@ -466,7 +469,7 @@ impl Engine {
             extract::extract_builtin(&text, &mut fields);
             push_field_features(&fields, tuning.field_value, &mut feats);
             let hits = rules.hits(&set, &text, k);
-            let weight = w * factor[class];
+            let weight = w * factor[class] * if class == 0 { tuning.none_weight } else { 1.0 };
             let mut with_rules = feats.clone();
             push_rule_features(&hits, &tuning, &mut with_rules);
             if with_rules.len() != feats.len() {
@@ -502,6 +505,43 @@ impl Engine {
         }
     }
 
+    /// Class index of a label (`none` is 0), if known.
+    pub(crate) fn class_index(&self, label: &str) -> Option<usize> {
+        self.classes.iter().position(|c| c == label)
+    }
+
+    /// Class probabilities (`none` first) for a ticket, as `suggest` sees them.
+    #[cfg(test)]
+    pub(crate) fn class_probs(&self, text: &str) -> Vec<f32> {
+        let text = redact(text);
+        let lang = detect_lang(&text);
+        let hits = self.rules.hits(&self.set, &text, self.classes.len());
+        let mut fields = BTreeMap::new();
+        extract::extract_builtin(&text, &mut fields);
+        features::with_scratch(|s| self.score(&text, lang, &hits, &fields, s))
+    }
+
+    /// The best playbook class by probability, if any.
+    fn best(probs: &[f32]) -> Option<usize> {
+        (1..probs.len()).reduce(|a, b| if probs[b] > probs[a] { b } else { a })
+    }
+
+    /// The confidence shown for suggesting class `c`.
+    pub(crate) fn confidence(&self, probs: &[f32], c: usize) -> f32 {
+        probs[c]
+    }
+
+    /// The class to suggest, or `None` to abstain.
+    pub(crate) fn decide(
+        &self,
+        probs: &[f32],
+        _lang: Lang,
+        opts: &SuggestOptions,
+    ) -> Option<usize> {
+        let c = Self::best(probs)?;
+        (probs[c] >= probs[0] && self.confidence(probs, c) >= opts.threshold).then_some(c)
+    }
+
     /// Suggests a playbook for a ticket.
     pub fn suggest(&self, text: &str) -> Suggestion {
         let text = redact(text);
@@ -523,8 +563,8 @@ impl Engine {
                 })
                 .collect();
             let best = order.first().copied();
-            let confidence = best.map_or(0.0, |c| round4(probs[c]));
-            let chosen = best.filter(|&c| probs[c] >= probs[0] && probs[c] >= self.opts.threshold);
+            let confidence = best.map_or(0.0, |c| round4(self.confidence(&probs, c)));
+            let chosen = self.decide(&probs, lang, &self.opts);
 
             if let Some(c) = chosen {
                 extract::extract_playbook_fields(&self.set.playbooks[c - 1], &text, &mut fields);

@@ -45,6 +45,8 @@ pub(crate) mod extract;
 pub(crate) mod features;
 pub(crate) mod load;
 pub(crate) mod model;
+#[cfg(test)]
+mod quality;
 pub(crate) mod render;
 pub(crate) mod watch;
 
