@@ -109,6 +109,9 @@ pub(crate) struct Tuning {
     pub(crate) rule_dropout: f32,
     /// Softmax temperature applied at suggestion time.
     pub(crate) temperature: f32,
+    /// How much the `none` probability counts against the best playbook's:
+    /// confidence = p(best) - none_penalty * p(none). See [`Engine::confidence`].
+    pub(crate) none_penalty: f32,
     pub(crate) train: TrainConfig,
 }
 
@@ -125,6 +128,7 @@ impl Default for Tuning {
             field_value: 0.5,
             rule_dropout: 0.5,
             temperature: 1.0,
+            none_penalty: 1.0,
             train: TrainConfig::default(),
         }
     }
@@ -521,14 +525,28 @@ impl Engine {
         features::with_scratch(|s| self.score(&text, lang, &hits, &fields, s))
     }
 
+    /// Name of class `c` (`none` is 0).
+    #[cfg(test)]
+    pub(crate) fn class_name(&self, c: usize) -> &str {
+        &self.classes[c]
+    }
+
     /// The best playbook class by probability, if any.
-    fn best(probs: &[f32]) -> Option<usize> {
+    pub(crate) fn best(probs: &[f32]) -> Option<usize> {
         (1..probs.len()).reduce(|a, b| if probs[b] > probs[a] { b } else { a })
     }
 
-    /// The confidence shown for suggesting class `c`.
+    /// The confidence of suggesting class `c`: its probability less what
+    /// the `none` class takes (`p(c) - none_penalty * p(none)`, at least 0).
+    ///
+    /// The plain probability of the best playbook says how it compares with
+    /// the other playbooks, not whether the ticket is out of scope: 0.55 for
+    /// a playbook with `none` at 0.40 is a coin toss about scope. Taking the
+    /// `none` mass off gives one score that falls for both kinds of doubt,
+    /// and it abstains on more out-of-scope tickets at the same top-1 than a
+    /// higher threshold on the plain probability (see the module docs).
     pub(crate) fn confidence(&self, probs: &[f32], c: usize) -> f32 {
-        probs[c]
+        (probs[c] - self.tuning.none_penalty * probs[0]).max(0.0)
     }
 
     /// The class to suggest, or `None` to abstain.
@@ -539,7 +557,8 @@ impl Engine {
         opts: &SuggestOptions,
     ) -> Option<usize> {
         let c = Self::best(probs)?;
-        (probs[c] >= probs[0] && self.confidence(probs, c) >= opts.threshold).then_some(c)
+        let conf = self.confidence(probs, c);
+        (probs[c] >= probs[0] && conf > 0.0 && conf >= opts.threshold).then_some(c)
     }
 
     /// Suggests a playbook for a ticket.

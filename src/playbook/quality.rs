@@ -199,7 +199,7 @@ fn report(tuning: &Tuning, label: &str) {
     let (cv_zh, cv_en): (Vec<Scored>, Vec<Scored>) =
         cv.into_iter().partition(|s| s.lang == Lang::Zh);
     println!("== {label}");
-    for t in [0.4f32, 0.5, 0.6, 0.7] {
+    for t in [0.2f32, 0.3, 0.4, 0.5] {
         let o = SuggestOptions { threshold: t };
         println!("-- threshold {t}");
         for (name, e, rows) in &sets {
@@ -214,6 +214,45 @@ fn report(tuning: &Tuning, label: &str) {
                     sc.into_iter().partition(|s| s.lang == Lang::Zh);
                 println!("  {}", line(&format!("{name} {n} zh"), e, &zh, &o));
                 println!("  {}", line(&format!("{name} {n} en"), e, &en, &o));
+            }
+        }
+    }
+    if let Ok(path) = std::env::var("CASEROOM_TUNE_DUMP") {
+        let mut out = String::new();
+        let all = [
+            ("dev_cold", &sets[0].2),
+            ("dev_warm", &sets[1].2),
+            ("hist_cold", &sets[2].2),
+            ("hist_warm", &sets[3].2),
+            ("cv_zh", &cv_zh),
+            ("cv_en", &cv_en),
+        ];
+        for (name, rows) in all {
+            for s in rows.iter() {
+                out.push_str(
+                    &serde_json::json!({"set": name, "gold": s.gold, "lang": s.lang, "p": s.probs})
+                        .to_string(),
+                );
+                out.push('\n');
+            }
+        }
+        std::fs::write(format!("{path}.{label}.jsonl"), out).unwrap();
+    }
+    if std::env::var("CASEROOM_TUNE_ERRORS").is_ok() {
+        let o = SuggestOptions::default();
+        for (r, sc) in tune.iter().zip(&sets[3].2) {
+            let got = warm.decide(&sc.probs, sc.lang, &o);
+            if got != Some(sc.gold) && !(sc.gold == 0 && got.is_none()) {
+                let best = Engine::best(&sc.probs).unwrap();
+                println!(
+                    "ERR {} -> {} (best {} {:.2}, none {:.2}): {}",
+                    r.label,
+                    got.map_or("(abstain)", |c| warm.class_name(c)),
+                    warm.class_name(best),
+                    sc.probs[best],
+                    sc.probs[0],
+                    r.text
+                );
             }
         }
     }
@@ -250,6 +289,8 @@ fn tune_report() {
                     "epochs" => t.train.epochs = x as usize,
                     "lr" => t.train.learning_rate = x,
                     "l2" => t.train.l2 = x,
+                    "none_penalty" => t.none_penalty = x,
+                    "phrase_value" => t.phrase_value = x,
                     other => panic!("unknown knob {other}"),
                 }
             }
