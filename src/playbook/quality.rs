@@ -238,9 +238,13 @@ fn report(tuning: &Tuning, label: &str) {
         }
         std::fs::write(format!("{path}.{label}.jsonl"), out).unwrap();
     }
-    if std::env::var("CASEROOM_TUNE_ERRORS").is_ok() {
+    if let Ok(which) = std::env::var("CASEROOM_TUNE_ERRORS") {
         let o = SuggestOptions::default();
-        for (r, sc) in tune.iter().zip(&sets[3].2) {
+        let (warm, scored) = match which.as_str() {
+            "cold" => (&bare, &sets[2].2),
+            _ => (&warm, &sets[3].2),
+        };
+        for (r, sc) in tune.iter().zip(scored) {
             let got = warm.decide(&sc.probs, sc.lang, &o);
             if got != Some(sc.gold) && !(sc.gold == 0 && got.is_none()) {
                 let best = Engine::best(&sc.probs).unwrap();
