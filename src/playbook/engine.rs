@@ -58,7 +58,7 @@ impl Default for SuggestOptions {
 }
 
 /// The default abstention threshold.
-pub const DEFAULT_THRESHOLD: f32 = 0.3;
+pub const DEFAULT_THRESHOLD: f32 = 0.35;
 
 /// One candidate playbook and its confidence.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

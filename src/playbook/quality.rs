@@ -199,7 +199,7 @@ fn report(tuning: &Tuning, label: &str) {
     let (cv_zh, cv_en): (Vec<Scored>, Vec<Scored>) =
         cv.into_iter().partition(|s| s.lang == Lang::Zh);
     println!("== {label}");
-    for t in [0.2f32, 0.3, 0.4, 0.5] {
+    for t in [0.2f32, 0.3, 0.35, 0.4, 0.5] {
         let o = SuggestOptions { threshold: t };
         println!("-- threshold {t}");
         for (name, e, rows) in &sets {
@@ -293,6 +293,8 @@ fn tune_report() {
                     "epochs" => t.train.epochs = x as usize,
                     "lr" => t.train.learning_rate = x,
                     "l2" => t.train.l2 = x,
+                    "runs" => t.train.runs = x as usize,
+                    "seed" => t.train.seed = x as u64,
                     "none_penalty" => t.none_penalty = x,
                     "phrase_value" => t.phrase_value = x,
                     other => panic!("unknown knob {other}"),
