@@ -510,6 +510,7 @@ impl Engine {
     }
 
     /// Class index of a label (`none` is 0), if known.
+    #[cfg(test)]
     pub(crate) fn class_index(&self, label: &str) -> Option<usize> {
         self.classes.iter().position(|c| c == label)
     }
