@@ -261,6 +261,11 @@ fn report(tuning: &Tuning, label: &str) {
         }
     }
     println!(
+        "reliability, hist cold:\n{}",
+        reliability(&bare, &sets[2].2)
+    );
+    println!("reliability, dev cold:\n{}", reliability(&bare, &sets[0].2));
+    println!(
         "reliability, hist warm:\n{}",
         reliability(&warm, &sets[3].2)
     );
