@@ -64,6 +64,8 @@ pub const DEFAULT_THRESHOLD: f32 = 0.35;
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Ranked {
     pub playbook: String,
+    /// The playbook's softmax probability (`none` takes part), so the
+    /// ranking reads as shares that sum to at most 1.
     pub confidence: f32,
 }
 
@@ -72,7 +74,8 @@ pub struct Ranked {
 pub struct Suggestion {
     /// The suggested playbook, or `None` when the engine abstains.
     pub playbook: Option<String>,
-    /// Probability (0..1) of the best playbook, also when abstaining.
+    /// Confidence (0..1) in the best playbook, also when abstaining: its
+    /// probability minus that of `none` (see `Engine::confidence`).
     pub confidence: f32,
     /// Up to three playbooks, best first, present even when abstaining.
     pub ranked: Vec<Ranked>,
@@ -635,8 +638,12 @@ impl Engine {
                 ));
             } else {
                 why.push(format!(
-                    "abstained: best guess {} at {:.2} is below the threshold {:.2}",
-                    self.classes[best], probs[best], self.opts.threshold
+                    "abstained: best guess {} at {:.2} (probability {:.2}, none {:.2}) is below the threshold {:.2}",
+                    self.classes[best],
+                    self.confidence(probs, best),
+                    probs[best],
+                    probs[0],
+                    self.opts.threshold
                 ));
             }
         }

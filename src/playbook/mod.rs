@@ -17,6 +17,8 @@
 //! - `render`: minijinja reply drafts.
 //! - `cli`: [`parse_history`], [`suggest_jsonl`], [`format_suggestion`].
 //! - `watch`: hot reload ([`spawn_watcher`], [`SharedEngine`]).
+//! - `quality` (tests only): the tuning report, top-1 / false suggestions
+//!   per threshold, cold and warm, and the reliability table.
 //!
 //! # Confidence and threshold
 //! Confidence is the softmax probability of the best playbook minus that of
