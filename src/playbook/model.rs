@@ -89,10 +89,25 @@ impl Model {
     /// Trains a model on `examples` for `k` classes.
     pub(crate) fn train(examples: &[Example], k: usize, cfg: &TrainConfig) -> Model {
         let runs = cfg.runs.max(1);
-        let mut model = Self::train_once(examples, k, cfg.seed, cfg);
-        for r in 1..runs {
-            let seed = cfg.seed ^ (r as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15);
-            let other = Self::train_once(examples, k, seed, cfg);
+        let seed = |r: usize| cfg.seed ^ (r as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        // The runs are independent: train them on their own threads (a
+        // reload should not take three times as long), then add them up in
+        // run order so the result does not depend on which finished first.
+        let mut models: Vec<Model> = std::thread::scope(|s| {
+            let handles: Vec<_> = (1..runs)
+                .map(|r| s.spawn(move || Self::train_once(examples, k, seed(r), cfg)))
+                .collect();
+            let first = Self::train_once(examples, k, seed(0), cfg);
+            std::iter::once(first)
+                .chain(
+                    handles
+                        .into_iter()
+                        .map(|h| h.join().expect("training thread")),
+                )
+                .collect()
+        });
+        let mut model = models.remove(0);
+        for other in &models {
             model.w.iter_mut().zip(&other.w).for_each(|(a, b)| *a += b);
         }
         if runs > 1 {
