@@ -106,13 +106,22 @@ impl Model {
                 )
                 .collect()
         });
+        // Only non-zero weights are written: rows no run touched stay
+        // untouched zero pages, which keeps the table as cheap to read as
+        // one run's.
         let mut model = models.remove(0);
         for other in &models {
-            model.w.iter_mut().zip(&other.w).for_each(|(a, b)| *a += b);
+            for (a, &b) in model.w.iter_mut().zip(&other.w) {
+                if b != 0.0 {
+                    *a += b;
+                }
+            }
         }
         if runs > 1 {
             let inv = 1.0 / runs as f32;
-            model.w.iter_mut().for_each(|a| *a *= inv);
+            for a in model.w.iter_mut().filter(|a| **a != 0.0) {
+                *a *= inv;
+            }
         }
         model
     }
