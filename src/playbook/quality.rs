@@ -9,7 +9,7 @@
 //! (unseen wording, per language).
 //!
 //! ```sh
-//! CASEROOM_TUNE_DIR=/tmp/split cargo test --release --no-default-features \
+//! CASEROOM_TUNE_DIR=path/to/split cargo test --release --no-default-features \
 //!     --lib playbook::quality -- --ignored --nocapture
 //! ```
 
