@@ -710,14 +710,14 @@ impl Validator<'_> {
             admin: raw.roles.admin.into_iter().collect(),
         };
         let threshold = match raw.suggest.threshold {
-            None => 0.5,
+            None => crate::playbook::DEFAULT_THRESHOLD,
             Some(t) if !(0.0..=1.0).contains(t.get_ref()) => {
                 self.error(
                     Some(t.span()),
                     "suggest.threshold",
                     "must be between 0 and 1",
                 );
-                0.5
+                crate::playbook::DEFAULT_THRESHOLD
             }
             Some(t) => *t.get_ref() as f32,
         };

@@ -58,12 +58,14 @@ impl Default for SuggestOptions {
 }
 
 /// The default abstention threshold.
-pub const DEFAULT_THRESHOLD: f32 = 0.5;
+pub const DEFAULT_THRESHOLD: f32 = 0.35;
 
 /// One candidate playbook and its confidence.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Ranked {
     pub playbook: String,
+    /// The playbook's softmax probability (`none` takes part), so the
+    /// ranking reads as shares that sum to at most 1.
     pub confidence: f32,
 }
 
@@ -72,7 +74,8 @@ pub struct Ranked {
 pub struct Suggestion {
     /// The suggested playbook, or `None` when the engine abstains.
     pub playbook: Option<String>,
-    /// Probability (0..1) of the best playbook, also when abstaining.
+    /// Confidence (0..1) in the best playbook, also when abstaining: its
+    /// probability minus that of `none` (see `Engine::confidence`).
     pub confidence: f32,
     /// Up to three playbooks, best first, present even when abstaining.
     pub ranked: Vec<Ranked>,
@@ -94,6 +97,8 @@ pub(crate) struct Tuning {
     pub(crate) phrase_weight: f32,
     /// Exponent of the class-balancing factor (0 = none, 1 = full).
     pub(crate) balance: f32,
+    /// Extra weight of the `none` class after balancing.
+    pub(crate) none_weight: f32,
     /// Value of a phrase-hit feature.
     pub(crate) phrase_value: f32,
     /// Cap on the summed trigger weight of one playbook.
@@ -107,6 +112,9 @@ pub(crate) struct Tuning {
     pub(crate) rule_dropout: f32,
     /// Softmax temperature applied at suggestion time.
     pub(crate) temperature: f32,
+    /// How much the `none` probability counts against the best playbook's:
+    /// confidence = p(best) - none_penalty * p(none). See [`Engine::confidence`].
+    pub(crate) none_penalty: f32,
     pub(crate) train: TrainConfig,
 }
 
@@ -116,12 +124,14 @@ impl Default for Tuning {
             example_weight: 2.0,
             phrase_weight: 0.5,
             balance: 0.4,
+            none_weight: 1.0,
             phrase_value: 1.0,
             rule_cap: 5.0,
             rule_scale: 0.4,
             field_value: 0.5,
             rule_dropout: 0.5,
             temperature: 1.0,
+            none_penalty: 1.0,
             train: TrainConfig::default(),
         }
     }
@@ -466,7 +476,7 @@ impl Engine {
             extract::extract_builtin(&text, &mut fields);
             push_field_features(&fields, tuning.field_value, &mut feats);
             let hits = rules.hits(&set, &text, k);
-            let weight = w * factor[class];
+            let weight = w * factor[class] * if class == 0 { tuning.none_weight } else { 1.0 };
             let mut with_rules = feats.clone();
             push_rule_features(&hits, &tuning, &mut with_rules);
             if with_rules.len() != feats.len() {
@@ -502,6 +512,59 @@ impl Engine {
         }
     }
 
+    /// Class index of a label (`none` is 0), if known.
+    #[cfg(test)]
+    pub(crate) fn class_index(&self, label: &str) -> Option<usize> {
+        self.classes.iter().position(|c| c == label)
+    }
+
+    /// Class probabilities (`none` first) for a ticket, as `suggest` sees them.
+    #[cfg(test)]
+    pub(crate) fn class_probs(&self, text: &str) -> Vec<f32> {
+        let text = redact(text);
+        let lang = detect_lang(&text);
+        let hits = self.rules.hits(&self.set, &text, self.classes.len());
+        let mut fields = BTreeMap::new();
+        extract::extract_builtin(&text, &mut fields);
+        features::with_scratch(|s| self.score(&text, lang, &hits, &fields, s))
+    }
+
+    /// Name of class `c` (`none` is 0).
+    #[cfg(test)]
+    pub(crate) fn class_name(&self, c: usize) -> &str {
+        &self.classes[c]
+    }
+
+    /// The best playbook class by probability, if any.
+    pub(crate) fn best(probs: &[f32]) -> Option<usize> {
+        (1..probs.len()).reduce(|a, b| if probs[b] > probs[a] { b } else { a })
+    }
+
+    /// The confidence of suggesting class `c`: its probability less what
+    /// the `none` class takes (`p(c) - none_penalty * p(none)`, at least 0).
+    ///
+    /// The plain probability of the best playbook says how it compares with
+    /// the other playbooks, not whether the ticket is out of scope: 0.55 for
+    /// a playbook with `none` at 0.40 is a coin toss about scope. Taking the
+    /// `none` mass off gives one score that falls for both kinds of doubt,
+    /// and it abstains on more out-of-scope tickets at the same top-1 than a
+    /// higher threshold on the plain probability (see the module docs).
+    pub(crate) fn confidence(&self, probs: &[f32], c: usize) -> f32 {
+        (probs[c] - self.tuning.none_penalty * probs[0]).max(0.0)
+    }
+
+    /// The class to suggest, or `None` to abstain.
+    pub(crate) fn decide(
+        &self,
+        probs: &[f32],
+        _lang: Lang,
+        opts: &SuggestOptions,
+    ) -> Option<usize> {
+        let c = Self::best(probs)?;
+        let conf = self.confidence(probs, c);
+        (probs[c] >= probs[0] && conf > 0.0 && conf >= opts.threshold).then_some(c)
+    }
+
     /// Suggests a playbook for a ticket.
     pub fn suggest(&self, text: &str) -> Suggestion {
         let text = redact(text);
@@ -523,8 +586,8 @@ impl Engine {
                 })
                 .collect();
             let best = order.first().copied();
-            let confidence = best.map_or(0.0, |c| round4(probs[c]));
-            let chosen = best.filter(|&c| probs[c] >= probs[0] && probs[c] >= self.opts.threshold);
+            let confidence = best.map_or(0.0, |c| round4(self.confidence(&probs, c)));
+            let chosen = self.decide(&probs, lang, &self.opts);
 
             if let Some(c) = chosen {
                 extract::extract_playbook_fields(&self.set.playbooks[c - 1], &text, &mut fields);
@@ -575,8 +638,12 @@ impl Engine {
                 ));
             } else {
                 why.push(format!(
-                    "abstained: best guess {} at {:.2} is below the threshold {:.2}",
-                    self.classes[best], probs[best], self.opts.threshold
+                    "abstained: best guess {} at {:.2} (probability {:.2}, none {:.2}) is below the threshold {:.2}",
+                    self.classes[best],
+                    self.confidence(probs, best),
+                    probs[best],
+                    probs[0],
+                    self.opts.threshold
                 ));
             }
         }

@@ -2,17 +2,20 @@
 //! `../shared/data` is absent), and the `suggest`/`learn` command lines.
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::path::Path;
 use std::sync::Arc;
 
-use caseroom::playbook::{Engine, Labelled, SuggestOptions, load_dir};
+use caseroom::playbook::{Engine, Labelled, Lang, SuggestOptions, detect_lang, load_dir};
 use sha2::{Digest, Sha256};
 
 use super::util::{caseroom, caseroom_ok, root};
 
 fn data(name: &str) -> Option<Vec<Labelled>> {
-    let path: PathBuf = root().join("../shared/data").join(name);
-    let text = std::fs::read_to_string(&path).ok()?;
+    read_labelled(&root().join("../shared/data").join(name))
+}
+
+fn read_labelled(path: &Path) -> Option<Vec<Labelled>> {
+    let text = std::fs::read_to_string(path).ok()?;
     Some(
         text.lines()
             .filter(|l| !l.trim().is_empty())
@@ -73,10 +76,12 @@ fn quality_on_dev_tickets_and_held_out_history() {
     };
     let set = Arc::new(load_dir(&root().join("playbooks")).unwrap());
     let bare = Engine::build(set.clone(), &[], &SuggestOptions::default());
+    // Measured (issue 16): 0.986 / 0.000 with and without history. The
+    // bounds allow one more miss and one false suggestion (1 of 20 `none`).
     let (top1, false_) = score(&bare, &dev);
     eprintln!("dev, no history: top-1 {top1:.3}, false {false_:.3}");
     assert!(
-        top1 >= 0.90 && false_ <= 0.10,
+        top1 >= 0.97 && false_ <= 0.05,
         "dev: top-1 {top1:.3}, false {false_:.3}"
     );
 
@@ -93,20 +98,43 @@ fn quality_on_dev_tickets_and_held_out_history() {
             let (top1, false_) = score(&learned, &dev);
             eprintln!("dev with history: top-1 {top1:.3}, false {false_:.3}");
             assert!(
-                top1 >= 0.90 && false_ <= 0.10,
+                top1 >= 0.97 && false_ <= 0.05,
                 "dev with history: top-1 {top1:.3}, false {false_:.3}"
             );
         }
     }
     let (top1, false_) = (t1_sum / 5.0, f_sum / 5.0);
     eprintln!("history, mean of 5 folds: top-1 {top1:.3}, false {false_:.3}");
-    // The goal is 0.96 / 0.02; across five folds the engine measures about
-    // 0.955 / 0.020 (single 80/20 splits range 0.950-0.968 / 0.012-0.032).
-    // This guards against regressions from that level.
+    // Issue 16 measured 0.954 / 0.015 across five folds (single folds
+    // 0.945-0.965 / 0.006-0.024; before it: 0.955 / 0.020). This guards
+    // against regressions from that level.
     assert!(
-        top1 >= 0.95 && false_ <= 0.025,
+        top1 >= 0.945 && false_ <= 0.02,
         "held-out history: top-1 {top1:.3}, false {false_:.3}"
     );
+}
+
+/// Our own probe tickets (`tests/data/suggest-probe.jsonl`, written for the
+/// project and never used for tuning), per language, playbooks only.
+#[test]
+fn quality_on_own_probe_tickets_per_language() {
+    let probe = read_labelled(&root().join("tests/data/suggest-probe.jsonl")).unwrap();
+    let set = Arc::new(load_dir(&root().join("playbooks")).unwrap());
+    let bare = Engine::build(set, &[], &SuggestOptions::default());
+    for lang in [Lang::Zh, Lang::En] {
+        let rows: Vec<Labelled> = probe
+            .iter()
+            .filter(|r| detect_lang(&r.text) == lang)
+            .cloned()
+            .collect();
+        let (top1, false_) = score(&bare, &rows);
+        eprintln!("probe {lang}: top-1 {top1:.3}, false {false_:.3}");
+        // Measured: zh 1.000 / 0.045, en 0.981 / 0.045 (44 `none` each).
+        assert!(
+            top1 >= 0.95 && false_ <= 0.08,
+            "probe {lang}: top-1 {top1:.3}, false {false_:.3}"
+        );
+    }
 }
 
 #[test]
