@@ -131,6 +131,12 @@ pub async fn run_with(
             // Input ended (end of piped commands, ctrl-d): every message has
             // been handled; let the replies go out before stopping.
             drain_outbox(&store, &shutdown).await;
+            if http.enabled && !shutdown.is_cancelled() {
+                // A webhook-only service (stdin is /dev/null under systemd)
+                // keeps serving tickets until it is told to stop.
+                tracing::info!("no more chat input; serving the webhook until SIGTERM or ctrl-c");
+                shutdown.cancelled().await;
+            }
             break;
         };
         let b = bot.clone();

@@ -499,3 +499,30 @@ mod matrix {
         matrix_bot_stops_on("INT");
     }
 }
+
+/// A webhook-only service has no terminal: stdin is `/dev/null` under
+/// systemd. The end of that "input" must not stop the webhook.
+#[test]
+fn a_webhook_service_with_stdin_closed_keeps_serving_until_sigterm() {
+    let dir = tempfile::tempdir().unwrap();
+    let (port, mport) = (free_port(), free_port());
+    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let cfg = dir.path().join("caseroom.toml");
+    std::fs::write(&cfg, webhook_config(dir.path(), port, mport)).unwrap();
+    let log = dir.path().join("log");
+    let mut child = start(
+        &["--config", cfg.to_str().unwrap(), "run"],
+        &[("CASEROOM_WEBHOOK_SECRET", SECRET)],
+        &log,
+    );
+    drop(child.stdin.take());
+    wait_ready(addr, &log);
+    std::thread::sleep(Duration::from_secs(2));
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "the service stopped at end of input"
+    );
+    assert!(matches!(post_ticket(addr, "svc-1", SECRET), Some((201, _))));
+    let (took, ok) = stop_with(&mut child, "TERM");
+    assert!(ok && took < Duration::from_secs(5), "{took:?} {ok}");
+}
