@@ -14,7 +14,7 @@ use matrix_sdk::ruma::{OwnedRoomId, UInt};
 use serde_json::Value;
 
 use super::matrix_adapter::{synapse, unique};
-use super::util::{bin, free_port, post_ticket, root, wait_healthy};
+use super::util::{bin, free_port, post_ticket, root, wait_healthy, webhook_config};
 
 use super::util::WEBHOOK_SECRET as SECRET;
 
@@ -78,27 +78,10 @@ async fn sigkill_mid_load_loses_no_ticket_and_posts_each_root_once() {
     let dir = tempfile::tempdir().unwrap();
     let (port, mport) = (free_port(), free_port());
     let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-    let src = std::fs::read_to_string(root().join("config/caseroom.toml")).unwrap();
-    let cfg = src
-        .replace(
-            "data_dir = \"data\"",
-            &format!("data_dir = \"{}\"", dir.path().join("data").display()),
-        )
+    let cfg = webhook_config(dir.path(), port, mport)
         .replace("team = \"team\"", &format!("team = \"{team}\""))
         .replace("intake = [\"intake\"]", &format!("intake = [\"{team}\"]"))
         .replace("oncall = \"oncall\"", &format!("oncall = \"{team}\""))
-        .replace(
-            "enabled = false\n# Address the webhook",
-            "enabled = true\n# Address the webhook",
-        )
-        .replace(
-            "listen = \"127.0.0.1:8080\"",
-            &format!("listen = \"127.0.0.1:{port}\""),
-        )
-        .replace(
-            "metrics_listen = \"127.0.0.1:9090\"",
-            &format!("metrics_listen = \"127.0.0.1:{mport}\""),
-        )
         .replace(
             "[matrix]\n# Run the Matrix adapter.\nenabled = false",
             "[matrix]\n# Run the Matrix adapter.\nenabled = true",

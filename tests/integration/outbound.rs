@@ -476,24 +476,7 @@ async fn send_delivers_the_draft_and_the_card_offers_it() {
 /// The shipped config for the running binary: webhook on `port`, metrics on
 /// `mport`, helpdesk events to `url`, data in `dir`.
 fn binary_config(dir: &std::path::Path, port: u16, mport: u16, url: &str) -> std::path::PathBuf {
-    let src = std::fs::read_to_string(root().join("config/caseroom.toml")).unwrap();
-    let cfg = src
-        .replace(
-            "data_dir = \"data\"",
-            &format!("data_dir = \"{}\"", dir.join("data").display()),
-        )
-        .replace(
-            "enabled = false\n# Address the webhook",
-            "enabled = true\n# Address the webhook",
-        )
-        .replace(
-            "listen = \"127.0.0.1:8080\"",
-            &format!("listen = \"127.0.0.1:{port}\""),
-        )
-        .replace(
-            "metrics_listen = \"127.0.0.1:9090\"",
-            &format!("metrics_listen = \"127.0.0.1:{mport}\""),
-        )
+    let cfg = webhook_config(dir, port, mport)
         .replace(
             "# Send case events to the helpdesk.\nenabled = false",
             "# Send case events to the helpdesk.\nenabled = true",

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use caseroom::http::signature::sign;
 
-use super::util::{bin, root};
+use super::util::{bin, free_port, root, webhook_config};
 
 /// The limit the issue sets for every mode.
 const EXIT_WITHIN: Duration = Duration::from_secs(5);
@@ -163,36 +163,6 @@ fn piped_commands_get_every_reply_before_exit() {
             .any(|e| e.kind.summary().contains("called the customer")),
         "{events:?}"
     );
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// The shipped config with the webhook on `port` (metrics on `mport`) and
-/// the data dir in `dir`.
-pub fn webhook_config(dir: &Path, port: u16, mport: u16) -> String {
-    let src = std::fs::read_to_string(root().join("config/caseroom.toml")).unwrap();
-    src.replace(
-        "data_dir = \"data\"",
-        &format!("data_dir = \"{}\"", dir.join("data").display()),
-    )
-    .replace(
-        "enabled = false\n# Address the webhook",
-        "enabled = true\n# Address the webhook",
-    )
-    .replace(
-        "listen = \"127.0.0.1:8080\"",
-        &format!("listen = \"127.0.0.1:{port}\""),
-    )
-    .replace(
-        "metrics_listen = \"127.0.0.1:9090\"",
-        &format!("metrics_listen = \"127.0.0.1:{mport}\""),
-    )
 }
 
 /// One HTTP/1.1 request with `Connection: close`; the status and body.

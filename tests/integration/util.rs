@@ -233,6 +233,28 @@ pub fn free_port() -> u16 {
         .port()
 }
 
+/// The shipped config with the webhook on `port` (metrics on `mport`) and
+/// the data dir in `dir`.
+pub fn webhook_config(dir: &Path, port: u16, mport: u16) -> String {
+    let src = std::fs::read_to_string(root().join("config/caseroom.toml")).unwrap();
+    src.replace(
+        "data_dir = \"data\"",
+        &format!("data_dir = \"{}\"", dir.join("data").display()),
+    )
+    .replace(
+        "enabled = false\n# Address the webhook",
+        "enabled = true\n# Address the webhook",
+    )
+    .replace(
+        "listen = \"127.0.0.1:8080\"",
+        &format!("listen = \"127.0.0.1:{port}\""),
+    )
+    .replace(
+        "metrics_listen = \"127.0.0.1:9090\"",
+        &format!("metrics_listen = \"127.0.0.1:{mport}\""),
+    )
+}
+
 /// One HTTP/1.1 request on a fresh connection: (status, raw response).
 pub async fn http(addr: SocketAddr, req: String) -> Option<(u16, String)> {
     let mut s = tokio::net::TcpStream::connect(addr).await.ok()?;
