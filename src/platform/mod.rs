@@ -127,6 +127,20 @@ pub trait Platform: Send + Sync + 'static {
 /// the terminal — and adjusts `config` to it (room aliases resolved to ids,
 /// the terminal user given every role).
 pub async fn connect(config: &mut Config, store: &Store) -> Result<Arc<dyn Platform>> {
+    let enabled: Vec<&str> = [
+        ("matrix", config.matrix.is_some()),
+        ("slack", config.slack.is_some()),
+        ("discord", config.discord.is_some()),
+    ]
+    .into_iter()
+    .filter_map(|(name, on)| on.then_some(name))
+    .collect();
+    if enabled.len() > 1 {
+        anyhow::bail!(
+            "more than one chat platform is enabled ({}); one caseroom process serves one platform: run one per platform, each with its own data_dir",
+            enabled.join(", ")
+        );
+    }
     #[cfg(feature = "matrix")]
     if let Some(mx) = config.matrix.clone() {
         use anyhow::Context as _;

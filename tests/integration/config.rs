@@ -313,3 +313,37 @@ fn slack_modes_need_their_secrets_and_a_known_mode() {
         "{err}"
     );
 }
+
+/// One process serves one chat platform: enabling two is refused with a
+/// clear error before anything connects anywhere.
+#[tokio::test]
+async fn two_chat_platforms_at_once_are_refused() {
+    let src = shipped()
+        .replace(
+            "[matrix]\n# Run the Matrix adapter.\nenabled = false",
+            "[matrix]\n# Run the Matrix adapter.\nenabled = true",
+        )
+        .replace(
+            "[discord]\n# Run the Discord adapter.\nenabled = false",
+            "[discord]\n# Run the Discord adapter.\nenabled = true",
+        );
+    let mut cfg = parse(
+        &src,
+        &[
+            ("CASEROOM_MATRIX_PASSWORD", "x"),
+            ("CASEROOM_DISCORD_TOKEN", "x"),
+        ],
+    )
+    .unwrap();
+    assert!(cfg.matrix.is_some() && cfg.discord.is_some());
+    let dir = tempfile::tempdir().unwrap();
+    let store = caseroom::store::Store::open(dir.path()).unwrap();
+    let err = match caseroom::platform::connect(&mut cfg, &store).await {
+        Ok(_) => panic!("two platforms were accepted"),
+        Err(e) => format!("{e:#}"),
+    };
+    assert!(
+        err.contains("more than one chat platform is enabled (matrix, discord)"),
+        "{err}"
+    );
+}
