@@ -394,7 +394,7 @@ impl Bot {
             Outgoing::redaction(msg.room.clone(), target, reason),
             Outgoing::new(
                 msg.room.clone(),
-                format!("🔒 I removed a message here because it {reason}. Cases keep a redacted copy; please do not paste these into chat."),
+                format!("🔒 A message here {reason}, so I am removing it. Cases keep a redacted copy; please do not paste these into chat."),
             )
             .in_thread(thread.map(ThreadRef::Message)),
         ];

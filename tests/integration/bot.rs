@@ -71,7 +71,7 @@ async fn escalation_opens_one_case_with_root_and_suggestion_thread() {
     assert_eq!(removal.redacts.as_deref(), Some(ev.as_str()));
     assert!(
         sent.iter()
-            .any(|m| m.room == INTAKE && m.text.starts_with("🔒 I removed a message"))
+            .any(|m| m.room == INTAKE && m.text.starts_with("🔒 A message here contained"))
     );
     let case = h.store.case(CaseId(1)).unwrap().unwrap();
     assert_eq!(case.status, Status::Triaged);

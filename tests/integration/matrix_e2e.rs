@@ -323,7 +323,7 @@ async fn escalate_work_and_restart_on_synapse() {
     }
     assert!(
         all.iter()
-            .any(|e| e.sender() == bot && e.body().starts_with("🔒 I removed a message"))
+            .any(|e| e.sender() == bot && e.body().starts_with("🔒 A message here contained"))
     );
     let store = caseroom::store::Store::open(dir.path()).unwrap();
     let case = store.case(caseroom::case::CaseId(1)).unwrap().unwrap();
