@@ -107,10 +107,6 @@ impl Platform for ConsolePlatform {
                 (Some(root), None) => format!("{} ↳ {root}", msg.room),
                 (None, _) => msg.room.clone(),
             };
-            if let Some(target) = &msg.redacts {
-                self.print_removal(&msg.room, target, &msg.text);
-                return Ok(id);
-            }
             let to = match &msg.private_to {
                 Some(user) => format!(" (only to {user})"),
                 None => String::new(),

@@ -508,9 +508,6 @@ impl MatrixPlatform {
         let room_id = RoomId::parse(msg.room.as_str()).map_err(|e| {
             SendError::Permanent(format!("{:?} is not a Matrix room id: {e}", msg.room))
         })?;
-        if let Some(target) = &msg.redacts {
-            return self.redact(&room_id, target, &msg.text, txn_id).await;
-        }
         let mentions: Vec<OwnedUserId> = msg
             .mentions
             .iter()

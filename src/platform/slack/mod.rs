@@ -515,12 +515,7 @@ impl Platform for SlackPlatform {
         thread_root: Option<&'a str>,
         txn_id: &'a str,
     ) -> BoxFuture<'a, Result<String, SendError>> {
-        Box::pin(async move {
-            if let Some(target) = &msg.redacts {
-                return self.remove(&msg.room, target, &msg.text, txn_id).await;
-            }
-            self.post(msg, thread_root, txn_id).await
-        })
+        Box::pin(self.post(msg, thread_root, txn_id))
     }
 
     fn edit<'a>(
