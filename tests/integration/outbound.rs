@@ -338,6 +338,18 @@ async fn an_undeliverable_event_is_set_aside_and_can_be_retried() {
     assert!(out.contains("1 event(s) queued again"), "{out}");
     let bad = caseroom(dir.path(), &["outbound", "retry", "evt_nope"]);
     assert!(!bad.status.success());
+    let json = caseroom_ok(dir.path(), &["outbound", "list", "--json"]);
+    let row: Value = serde_json::from_str(json.lines().next().unwrap()).unwrap();
+    assert_eq!(row["state"], "pending");
+    // Scripts read cases as JSON, one object per line.
+    let cases = caseroom_ok(dir.path(), &["case", "list", "--json"]);
+    let case: Value = serde_json::from_str(cases.lines().next().unwrap()).unwrap();
+    assert_eq!(case["id"], "C-1");
+    let shown = caseroom_ok(dir.path(), &["case", "show", "C-1", "--json"]);
+    assert_eq!(shown.lines().count(), 1);
+    let shown: Value = serde_json::from_str(&shown).unwrap();
+    assert_eq!(shown["case"]["id"], "C-1");
+    assert!(shown["events"].as_array().is_some_and(|e| e.len() >= 3));
 
     // After the restart it is delivered, with the same id.
     let h = Harness::start_with(dir.path(), fake, with_outbound(&url, 2));
