@@ -26,7 +26,9 @@ use toml::Spanned;
 use crate::case::Priority;
 use crate::lang::Lang;
 
+mod discord;
 mod outbound;
+pub use discord::{DISCORD_API, DiscordConfig};
 pub use outbound::OutboundConfig;
 
 /// One problem in the config file.
@@ -127,7 +129,7 @@ struct RawConfig {
     outbound: outbound::RawOutbound,
     matrix: Option<RawMatrix>,
     slack: Option<RawSlack>,
-    discord: Option<RawDiscord>,
+    discord: Option<discord::RawDiscord>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -279,16 +281,6 @@ struct RawSlack {
     events_listen: Option<Spanned<String>>,
     api_base_url: Option<Spanned<String>>,
     events_max_body_bytes: Option<Spanned<u64>>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawDiscord {
-    #[serde(default)]
-    enabled: bool,
-    token_env: Spanned<String>,
-    #[serde(default)]
-    application_id: u64,
 }
 
 // ---------------------------------------------------------------------------
@@ -566,12 +558,6 @@ pub struct SlackConfig {
     pub events_max_body_bytes: usize,
 }
 
-#[derive(Debug, Clone)]
-pub struct DiscordConfig {
-    pub token: Secret,
-    pub application_id: u64,
-}
-
 impl Config {
     /// Reads and validates a config file, taking secrets from the process
     /// environment.
@@ -742,10 +728,7 @@ impl Validator<'_> {
         let outbound = self.outbound(raw.outbound);
         let matrix = raw.matrix.filter(|m| m.enabled).map(|m| self.matrix(m));
         let slack = raw.slack.filter(|s| s.enabled).map(|s| self.slack(s));
-        let discord = raw.discord.filter(|d| d.enabled).map(|d| DiscordConfig {
-            token: self.secret(&d.token_env, "discord.token_env"),
-            application_id: d.application_id,
-        });
+        let discord = raw.discord.filter(|d| d.enabled).map(|d| self.discord(d));
         Config {
             source: self.file.to_owned(),
             data_dir: PathBuf::from(

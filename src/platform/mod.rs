@@ -19,6 +19,8 @@
 //! platform from the config, so `app.rs` has no per-platform code.
 
 pub mod console;
+#[cfg(feature = "discord")]
+pub mod discord;
 pub mod fake;
 #[cfg(feature = "matrix")]
 pub mod matrix;
@@ -165,10 +167,20 @@ pub async fn connect(config: &mut Config, store: &Store) -> Result<Arc<dyn Platf
             anyhow::bail!("this caseroom was built without the `slack` feature");
         }
     }
-    if config.discord.is_some() {
-        anyhow::bail!(
-            "the Discord adapter is not built yet; disable [discord] or enable [matrix] or [slack]"
-        );
+    if let Some(dc) = config.discord.clone() {
+        #[cfg(feature = "discord")]
+        {
+            use anyhow::Context as _;
+            let platform = discord::DiscordPlatform::connect(&dc, config, store)
+                .await
+                .context("connecting to Discord")?;
+            return Ok(platform);
+        }
+        #[cfg(not(feature = "discord"))]
+        {
+            let _ = dc;
+            anyhow::bail!("this caseroom was built without the `discord` feature");
+        }
     }
     Ok(console::ConsolePlatform::start(config, store))
 }

@@ -326,7 +326,9 @@ async fn two_chat_platforms_at_once_are_refused() {
         .replace(
             "[discord]\n# Run the Discord adapter.\nenabled = false",
             "[discord]\n# Run the Discord adapter.\nenabled = true",
-        );
+        )
+        .replace("application_id = \"0\"", "application_id = \"900\"")
+        .replace("guild_id = \"0\"", "guild_id = \"100\"");
     let mut cfg = parse(
         &src,
         &[
