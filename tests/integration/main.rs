@@ -4,6 +4,10 @@ mod backup;
 mod bot;
 mod cards;
 mod config;
+#[cfg(feature = "discord")]
+mod discord;
+#[cfg(feature = "discord")]
+mod fake_discord;
 #[cfg(feature = "slack")]
 mod fake_slack;
 mod fuzz;

@@ -932,6 +932,18 @@ async fn every_adapters_client_builds_in_one_process() {
     let _tls = rustls::ClientConfig::builder()
         .with_root_certificates(rustls::RootCertStore::empty())
         .with_no_client_auth();
+    #[cfg(feature = "discord")]
+    {
+        // serenity's HTTP client (reqwest 0.12 with its own rustls config)
+        // and the adapter's REST client.
+        let dc = caseroom::config::DiscordConfig {
+            token: Secret::new("TEST_DISCORD_TOKEN", "x"),
+            application_id: 900,
+            guild_id: 100,
+            api_base_url: caseroom::config::DISCORD_API.into(),
+        };
+        let _discord = caseroom::platform::discord::http(&dc);
+    }
     #[cfg(feature = "matrix")]
     {
         let _matrix = matrix_sdk::Client::builder()

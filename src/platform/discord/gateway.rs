@@ -147,4 +147,4 @@ impl EventHandler for Handler {
 
 /// How long a deferred command may stay "thinking" before it is answered
 /// with a plain "Done" (a command whose result went to the thread).
-pub(crate) const ANSWER_FALLBACK: Duration = Duration::from_secs(5);
+pub(crate) const ANSWER_FALLBACK: Duration = Duration::from_millis(2500);
