@@ -847,7 +847,7 @@ async fn payloads_parse_as_serenity_models() {
             }
             "MESSAGE_REACTION_ADD" => {
                 let r: Reaction = parses(&t, v["d"].clone());
-                assert_eq!(r.emoji.unicode_eq("🎫"), true);
+                assert!(r.emoji.unicode_eq("🎫"));
             }
             "INTERACTION_CREATE" => {
                 let i: Interaction = parses(&t, v["d"].clone());

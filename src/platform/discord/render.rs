@@ -197,10 +197,10 @@ pub fn split(text: &str, max: usize) -> Vec<String> {
     // Close a fence left open at a cut and reopen it in the next chunk.
     let mut open = false;
     for chunk in &mut out {
+        let fences = chunk.matches("```").count();
         if open {
             chunk.insert_str(0, "```\n");
         }
-        let fences = chunk.matches("```").count();
         if fences % 2 == 1 {
             open = !open;
         }
