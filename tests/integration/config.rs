@@ -250,6 +250,51 @@ fn matrix_example_config_is_valid() {
 }
 
 #[test]
+fn discord_example_config_is_valid_and_ids_are_checked() {
+    let src =
+        std::fs::read_to_string(super::util::root().join("config/discord.example.toml")).unwrap();
+    let errs = parse(&src, &[]).unwrap_err();
+    assert!(
+        errs.to_string()
+            .contains("CASEROOM_DISCORD_TOKEN is not set"),
+        "{errs}"
+    );
+    let cfg = parse(&src, &[("CASEROOM_DISCORD_TOKEN", "t")]).unwrap();
+    let d = cfg.discord.expect("discord enabled");
+    assert_eq!(d.application_id, 900000000000000001);
+    assert_eq!(d.guild_id, 100000000000000001);
+    assert_eq!(d.api_base_url, caseroom::config::DISCORD_API);
+    assert_eq!(cfg.rooms.team, "1100000000000000001");
+    // Ids must be positive numbers (strings or integers); the base URL a URL.
+    let bad = src
+        .replace(
+            "application_id = \"900000000000000001\"",
+            "application_id = \"my-app\"",
+        )
+        .replace(
+            "guild_id = \"100000000000000001\"",
+            "guild_id = 100000000000000001\napi_base_url = \"discord.com\"",
+        );
+    let errs = parse(&bad, &[("CASEROOM_DISCORD_TOKEN", "t")])
+        .unwrap_err()
+        .to_string();
+    assert!(
+        errs.contains("discord.application_id: must be a Discord id"),
+        "{errs}"
+    );
+    assert!(errs.contains("discord.api_base_url"), "{errs}");
+    assert!(
+        !errs.contains("discord.guild_id"),
+        "an integer id is fine: {errs}"
+    );
+    let missing = src.replace("guild_id = \"100000000000000001\"\n", "");
+    let errs = parse(&missing, &[("CASEROOM_DISCORD_TOKEN", "t")])
+        .unwrap_err()
+        .to_string();
+    assert!(errs.contains("discord.guild_id: is required"), "{errs}");
+}
+
+#[test]
 fn slack_modes_need_their_secrets_and_a_known_mode() {
     let on = shipped().replace(
         "[slack]\n# Run the Slack adapter.",
