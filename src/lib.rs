@@ -17,7 +17,7 @@
 //! | [`http`]     | ticket webhook (signed), health, Prometheus metrics listener   |
 //! | [`outbound`] | signed case events to the helpdesk; replies to the customer    |
 //! | [`outbox`]   | persisted outgoing messages, per-room ordered delivery         |
-//! | [`platform`] | adapters: terminal, fake (tests), Matrix                       |
+//! | [`platform`] | adapters: terminal, fake (tests), Matrix, Slack, Discord       |
 //! | [`playbook`] | playbooks, the suggestion engine, extraction, reply drafts     |
 //! | [`redact`]   | removing card numbers, CVVs, passwords and codes from text     |
 //! | [`sla`]      | SLA clocks, business calendars, on-call rotations, escalation  |

@@ -685,14 +685,10 @@ impl Platform for DiscordPlatform {
                     r
                 })
             };
-            let translator = {
-                let me = self.clone();
-                let stop = stop.clone();
-                tokio::spawn(async move { me.translate_loop(inbound_rx, tx, stop).await })
-            };
-            stop.cancelled().await;
+            // Until shutdown, the gateway's end, or the bot going away.
+            self.translate_loop(inbound_rx, tx, stop.clone()).await;
+            stop.cancel();
             shards.shutdown_all().await;
-            let _ = translator.await;
             match gateway.await {
                 Ok(Ok(())) => Ok(()),
                 Ok(Err(e)) if shutdown.is_cancelled() => {
