@@ -752,6 +752,25 @@ async fn rest_deliveries_and_error_mapping() {
         .await
         .unwrap();
 
+    // The gateway echoes the bot's own posts; they are not commands (else
+    // the bot would answer itself: a refusal, as it is not an agent).
+    let intake_before = fake.posts_in(INTAKE_C).len();
+    p.send(
+        &Outgoing::new(INTAKE_C, "!escalate echo of my own post"),
+        None,
+        "r4b",
+    )
+    .await
+    .unwrap();
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    bot.settle().await;
+    assert_eq!(
+        fake.posts_in(INTAKE_C).len(),
+        intake_before + 1,
+        "no answer to its own post"
+    );
+    assert_eq!(bot.store.case_count(), 0);
+
     // A long suggestion is split at paragraph boundaries, in order.
     let long = (0..6)
         .map(|i| format!("Paragraph {i}: {}", "words ".repeat(120)))
