@@ -358,6 +358,20 @@ async fn claim_button_queue_and_resolve_in_the_thread() {
     let (_, ntok) = fake.slash(ANA, &card, "note", &[("text", "customer called the bank")]);
     fake.wait_for("the note answer", |f| !f.answers(&ntok).is_empty())
         .await;
+    // `/use` suggests playbooks as the agent types.
+    let aid = fake.autocomplete(ANA, &card, "ref");
+    fake.wait_for("the choices", |f| !f.callbacks(&aid).is_empty())
+        .await;
+    let choices = fake.callbacks(&aid)[0].body.clone();
+    assert_eq!(choices["type"], 8, "{choices}");
+    let names: Vec<&str> = choices["data"]["choices"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|c| c["value"].as_str())
+        .collect();
+    assert!(names.contains(&"refund"), "{names:?}");
+    assert!(names.iter().all(|n| n.contains("ref")), "{names:?}");
     let (rid, rtok) = fake.slash(ANA, &card, "resolve", &[]);
     fake.wait_for("resolved", |_| bot.case(1).status == Status::Resolved)
         .await;

@@ -382,6 +382,18 @@ impl FakeDiscord {
         (id, token)
     }
 
+    /// `user` is typing `typed` into `/use playbook:`; returns the
+    /// interaction id (the choices come back in its callback).
+    pub fn autocomplete(&self, user_id: &str, channel: &str, typed: &str) -> String {
+        let id = self.id();
+        let token = format!("itok-{id}");
+        let mut d = interaction_base(&id, &token, 4, user_id, &self.partial_channel(channel));
+        d["data"] = json!({"id": "1502", "name": "use", "type": 1,
+            "options": [{"name": "playbook", "type": 3, "value": typed, "focused": true}]});
+        self.dispatch("INTERACTION_CREATE", d);
+        id
+    }
+
     /// `user` runs the message command "Escalate to case" on `message`.
     pub fn context_menu(&self, user_id: &str, channel: &str, message: &str) -> (String, String) {
         let id = self.id();
@@ -837,6 +849,7 @@ async fn payloads_parse_as_serenity_models() {
     fake.slash("500", "1100", "queue", &[]);
     fake.context_menu("500", "1100", &said);
     fake.click("500", posted["id"].as_str().unwrap(), "claim:C-1");
+    fake.autocomplete("500", posted["id"].as_str().unwrap(), "ref");
     let mut kinds = Vec::new();
     while let Ok(Cmd::Send(_, frame)) = rx.try_recv() {
         let v: Value = serde_json::from_str(&frame).unwrap();
@@ -852,7 +865,12 @@ async fn payloads_parse_as_serenity_models() {
             "INTERACTION_CREATE" => {
                 let i: Interaction = parses(&t, v["d"].clone());
                 assert!(
-                    matches!(i, Interaction::Command(_) | Interaction::Component(_)),
+                    matches!(
+                        i,
+                        Interaction::Command(_)
+                            | Interaction::Component(_)
+                            | Interaction::Autocomplete(_)
+                    ),
                     "{i:?}"
                 );
             }
@@ -860,5 +878,5 @@ async fn payloads_parse_as_serenity_models() {
         }
         kinds.push(t);
     }
-    assert_eq!(kinds.len(), 6, "{kinds:?}");
+    assert_eq!(kinds.len(), 7, "{kinds:?}");
 }
