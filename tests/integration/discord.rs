@@ -848,6 +848,31 @@ async fn rest_deliveries_and_error_mapping() {
     bot.stop().await;
 }
 
+/// MESSAGE_CONTENT not enabled for the app: Discord closes the gateway
+/// with 4014 and the adapter stops with an error that says what to turn on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_disallowed_intent_stops_the_adapter_with_a_hint() {
+    let dir = tempfile::tempdir().unwrap();
+    let fake = FakeDiscord::start().await;
+    fake.refuse_intents(true);
+    let cfg = discord_config(dir.path(), None);
+    let store = open_store(dir.path()).await;
+    let platform = DiscordPlatform::connect(&adapter_config(&fake), &cfg, &store)
+        .await
+        .unwrap();
+    let (tx, _rx) = mpsc::channel(16);
+    let run = platform.run(tx, CancellationToken::new());
+    let err = tokio::time::timeout(Duration::from_secs(20), run)
+        .await
+        .expect("the adapter stops")
+        .unwrap_err();
+    assert!(
+        format!("{err:#}").contains("Message Content Intent"),
+        "{err:#}"
+    );
+    assert_eq!(fake.identifies(), 1);
+}
+
 /// Figures for the report, not a pass/fail check: run with
 /// `cargo test --release --test integration discord::figures -- --ignored --nocapture`.
 /// Event in (a MESSAGE_CREATE on the fake gateway) → card posted on the

@@ -99,6 +99,9 @@ struct Inner {
     limited: HashMap<String, (u32, f64, bool)>,
     /// Whether the bot lacks Manage Messages.
     deny_delete: bool,
+    /// Whether IDENTIFY is refused with close code 4014 (a privileged
+    /// intent not enabled in the portal).
+    refuse_intents: bool,
     // The gateway.
     session: u64,
     seq: u64,
@@ -275,6 +278,12 @@ impl FakeDiscord {
     /// Whether deleting people's messages is refused (no Manage Messages).
     pub fn deny_delete(&self, deny: bool) {
         self.inner.lock().unwrap().deny_delete = deny;
+    }
+
+    /// Refuse IDENTIFY with 4014, as Discord does when MESSAGE_CONTENT is
+    /// not enabled for the app.
+    pub fn refuse_intents(&self, refuse: bool) {
+        self.inner.lock().unwrap().refuse_intents = refuse;
     }
 
     pub fn identifies(&self) -> u32 {
@@ -466,6 +475,7 @@ impl FakeDiscord {
                     };
                     let v: Value = serde_json::from_str(text.as_str()).unwrap_or(Value::Null);
                     let mut out = Vec::new();
+                    let mut refuse = false;
                     {
                         let mut i = self.inner.lock().unwrap();
                         match v["op"].as_u64() {
@@ -476,8 +486,13 @@ impl FakeDiscord {
                             Some(2) => {
                                 assert_eq!(v["d"]["token"], format!("Bot {TOKEN}"));
                                 i.identifies += 1;
-                                out.push(self.ready(&mut i));
-                                sent_upto = Some(i.seq);
+                                if i.refuse_intents {
+                                    refuse = true;
+                                }
+                                if !refuse {
+                                    out.push(self.ready(&mut i));
+                                    sent_upto = Some(i.seq);
+                                }
                             }
                             Some(6) => {
                                 let from = v["d"]["seq"].as_u64().unwrap_or(0);
@@ -499,6 +514,14 @@ impl FakeDiscord {
                             }
                             _ => {}
                         }
+                    }
+                    if refuse {
+                        let close = tokio_tungstenite::tungstenite::protocol::CloseFrame {
+                            code: 4014.into(),
+                            reason: "Disallowed intent(s).".into(),
+                        };
+                        let _ = tx.send(WsMessage::Close(Some(close))).await;
+                        return;
                     }
                     for f in out {
                         if tx.send(WsMessage::text(f)).await.is_err() {

@@ -695,7 +695,18 @@ impl Platform for DiscordPlatform {
                     debug!("gateway stopped: {e}");
                     Ok(())
                 }
-                Ok(Err(e)) => Err(anyhow::anyhow!("the Discord gateway stopped: {e}")),
+                Ok(Err(e)) => {
+                    let hint = match &e {
+                        serenity::Error::Gateway(
+                            serenity::gateway::GatewayError::DisallowedGatewayIntents,
+                        ) => " (turn on Message Content Intent under Bot in the Developer Portal)",
+                        serenity::Error::Gateway(
+                            serenity::gateway::GatewayError::InvalidAuthentication,
+                        ) => " (is the bot token right?)",
+                        _ => "",
+                    };
+                    Err(anyhow::anyhow!("the Discord gateway stopped: {e}{hint}"))
+                }
                 Err(e) => Err(anyhow::anyhow!("the Discord gateway panicked: {e}")),
             }
         })
