@@ -761,6 +761,12 @@ async fn socket_mode_acks_reconnects_and_handles_redelivery_once() {
         .filter(|e| matches!(e.kind, caseroom::case::EventKind::Assigned { .. }))
         .count();
     assert_eq!(claims, 1, "claimed once");
+    fake.wait_for("the card updated with the assignee", |f| {
+        f.calls_of("chat.update")
+            .iter()
+            .any(|u| u.body["ts"] == card_ts.as_str() && u.text().contains(&format!("<@{ANA}>")))
+    })
+    .await;
 
     // A plain drop between events: the next event still arrives.
     fake.drop_socket();
