@@ -71,6 +71,9 @@ pub struct SlackBot {
     /// How the tests' events reach the bot: signed HTTP or Socket Mode
     /// envelopes.
     pub mode: SlackMode,
+    /// While set, events reach the bot's loop but are not handled (as if
+    /// the process died between Slack's ack and the bot's work).
+    pub paused: Arc<std::sync::atomic::AtomicBool>,
     pub platform: Arc<SlackPlatform>,
     pub fake: FakeSlack,
     pub store: Store,
@@ -92,7 +95,7 @@ impl SlackBot {
     ) -> SlackBot {
         caseroom::platform::slack::install_crypto_provider();
         let store = open_store(dir).await;
-        let platform = SlackPlatform::connect(&adapter_config(fake, mode), &cfg)
+        let platform = SlackPlatform::connect(&adapter_config(fake, mode), &cfg, &store)
             .await
             .expect("connect to the fake Slack");
         let outbox = Outbox::new();
@@ -113,6 +116,9 @@ impl SlackBot {
         tracker.spawn(platform.clone().run(tx, shutdown.clone()));
         let b = bot.clone();
         let token = shutdown.clone();
+        let paused = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let receiver = platform.clone();
+        let paused_in_loop = paused.clone();
         // The same loop as `app::run_with`.
         tracker.spawn(async move {
             loop {
@@ -121,16 +127,23 @@ impl SlackBot {
                     m = rx.recv() => m,
                 };
                 let Some(msg) = msg else { return };
+                if paused_in_loop.load(std::sync::atomic::Ordering::SeqCst) {
+                    // A crash before the bot gets to it.
+                    continue;
+                }
                 let b = b.clone();
+                let event_id = msg.event_id.clone();
                 tokio::task::spawn_blocking(move || b.handle(&msg))
                     .await
                     .unwrap()
                     .expect("handle");
+                receiver.handled(&event_id);
             }
         });
         SlackBot {
             bot,
             mode,
+            paused,
             platform,
             fake: fake.clone(),
             store,
@@ -869,7 +882,8 @@ async fn web_api_calls_and_error_mapping() {
     let fake = FakeSlack::start().await;
     let cfg = slack_config(dir.path(), None);
     caseroom::platform::slack::install_crypto_provider();
-    let p = SlackPlatform::connect(&adapter_config(&fake, SlackMode::Socket), &cfg)
+    let store = open_store(dir.path()).await;
+    let p = SlackPlatform::connect(&adapter_config(&fake, SlackMode::Socket), &cfg, &store)
         .await
         .unwrap();
     assert_eq!(p.bot_user(), "UBOT");
@@ -930,7 +944,9 @@ async fn web_api_calls_and_error_mapping() {
     // With an admin's user token it is deleted.
     let mut with_user = adapter_config(&fake, SlackMode::Socket);
     with_user.user_token = Some(Secret::new("TEST_SLACK_USER", "xoxp-admin"));
-    let p2 = SlackPlatform::connect(&with_user, &cfg).await.unwrap();
+    let p2 = SlackPlatform::connect(&with_user, &cfg, &store)
+        .await
+        .unwrap();
     let id = p2
         .remove(
             TEAM_C,
@@ -1250,6 +1266,73 @@ async fn pending_after_restart(mode: SlackMode) {
     dedup.dedup();
     assert_eq!(dedup.len(), texts.len(), "nothing posted twice: {texts:#?}");
     bot.stop().await;
+}
+
+/// Events Slack got an ack for but the bot never handled (the process died
+/// in between) are handled after the restart, once; over both transports.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acknowledged_events_survive_a_crash_before_handling() {
+    for mode in [SlackMode::Events, SlackMode::Socket] {
+        let dir = tempfile::tempdir().unwrap();
+        let fake = FakeSlack::start().await;
+        let bot = SlackBot::start(dir.path(), &fake, mode).await;
+        bot.paused.store(true, Ordering::SeqCst);
+        let ts = fake.human_message(INTAKE_C, "UCUSTOMER", DECLINED);
+        assert_eq!(
+            bot.event(
+                reaction(ANA, "ticket", INTAKE_C, &ts, "UCUSTOMER"),
+                &ev_id()
+            )
+            .await,
+            StatusCode::OK,
+            "{mode:?}: acknowledged"
+        );
+        bot.event(
+            message(
+                INTAKE_C,
+                BO,
+                "!escalate locked out after a password reset",
+                "1700001300.000001",
+                None,
+            ),
+            &ev_id(),
+        )
+        .await;
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert_eq!(bot.store.case_count(), 0, "{mode:?}: not handled yet");
+        bot.stop().await;
+
+        let bot = SlackBot::start(dir.path(), &fake, mode).await;
+        fake.wait_for("both cases", |_| bot.store.case_count() == 2)
+            .await;
+        bot.settle().await;
+        let roots = fake
+            .posts_in(TEAM_C)
+            .into_iter()
+            .filter(|c| c.thread_ts().is_none())
+            .count();
+        assert_eq!(roots, 2, "{mode:?}: one card each");
+        assert!(
+            bot.store.inbox("slack:").unwrap().is_empty(),
+            "{mode:?}: nothing kept once handled"
+        );
+        bot.stop().await;
+
+        // A third start replays nothing.
+        let bot = SlackBot::start(dir.path(), &fake, mode).await;
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        bot.settle().await;
+        assert_eq!(bot.store.case_count(), 2);
+        assert_eq!(
+            fake.posts_in(TEAM_C)
+                .iter()
+                .filter(|c| c.thread_ts().is_none())
+                .count(),
+            2,
+            "{mode:?}: nothing posted again"
+        );
+        bot.stop().await;
+    }
 }
 
 /// Slack has no idempotency key: a post whose answer is lost (a 503 after

@@ -31,11 +31,16 @@
 //! HTTP 429 (with `Retry-After`) or `ratelimited` to a wait, network and
 //! server trouble to a retry, the rest to a permanent failure.
 //!
-//! Slack has no idempotency key for `chat.postMessage`: a send that timed out
-//! after Slack accepted it is posted again when the outbox retries it.
+//! Slack has no idempotency key for `chat.postMessage`: every post carries
+//! the outbox's transaction id in its metadata, and a post whose answer was
+//! lost (or the first one to a channel after a start) is first looked for.
+//!
+//! Received payloads are kept in the store until handled (`inbox`), so one
+//! acknowledged to Slack survives a crash.
 
 mod events;
 pub mod http;
+mod inbox;
 pub mod render;
 mod socket;
 
@@ -56,6 +61,7 @@ use tracing::{debug, info, warn};
 use crate::config::{Config, SlackConfig, SlackMode};
 use crate::message::{Incoming, Outgoing};
 use crate::platform::{BoxFuture, Platform, SendError};
+use crate::store::Store;
 
 pub use events::SHORTCUT_CALLBACK_ID;
 pub use http::sign;
@@ -83,7 +89,7 @@ const FIND_IN_THREAD: u16 = 200;
 const FIND_PAGES: usize = 5;
 
 /// Something Slack sent, checked and acknowledged, not yet translated.
-#[derive(Debug)]
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
 pub(crate) enum Inbound {
     /// An Events API body (`event_callback`).
     Push(serde_json::Value),
@@ -129,6 +135,8 @@ pub struct SlackPlatform {
     /// after a start can be one a crash interrupted: that one is looked for
     /// first.
     seen_channels: Mutex<HashSet<String>>,
+    /// Received payloads kept until the bot has handled them.
+    inbox: Arc<inbox::Inbox>,
 }
 
 impl std::fmt::Debug for SlackPlatform {
@@ -180,6 +188,7 @@ impl SlackPlatform {
     pub async fn connect(
         slack: &SlackConfig,
         config: &Config,
+        store: &Store,
     ) -> anyhow::Result<Arc<SlackPlatform>> {
         install_crypto_provider();
         let client = Arc::new(client(&slack.api_base_url)?);
@@ -240,6 +249,7 @@ impl SlackPlatform {
             watchdog: Mutex::new((socket::PING_EVERY, socket::SILENCE_LIMIT)),
             uncertain: Mutex::new(HashSet::new()),
             seen_channels: Mutex::new(HashSet::new()),
+            inbox: Arc::new(inbox::Inbox::new(Some(store.clone()))),
         }))
     }
 
@@ -522,7 +532,7 @@ impl SlackPlatform {
     /// Runs the configured transport until `stop`.
     async fn transport(
         self: Arc<Self>,
-        inbound: mpsc::Sender<Inbound>,
+        inbound: inbox::Intake,
         stop: CancellationToken,
     ) -> anyhow::Result<()> {
         match self.config.mode {
@@ -545,19 +555,32 @@ impl SlackPlatform {
     }
 
     /// Translates queued payloads into [`Incoming`] and hands them to the
-    /// bot, in order, until shutdown or until the bot is gone.
+    /// bot, in order, until shutdown or until the bot is gone: first the
+    /// payloads an earlier run kept but did not handle, then new ones.
     async fn translate_loop(
         &self,
-        mut inbound: mpsc::Receiver<Inbound>,
+        mut inbound: mpsc::Receiver<inbox::Kept>,
         tx: mpsc::Sender<Incoming>,
         shutdown: CancellationToken,
     ) {
+        let mut earlier = self.inbox.kept().into_iter();
+        if earlier.len() > 0 {
+            info!(
+                count = earlier.len(),
+                "handling Slack events received before the restart"
+            );
+        }
         loop {
-            let raw = tokio::select! {
-                () = shutdown.cancelled() => return,
-                r = inbound.recv() => r,
+            let kept = match earlier.next() {
+                Some(k) => Some(k),
+                None => tokio::select! {
+                    () = shutdown.cancelled() => return,
+                    r = inbound.recv() => r,
+                },
             };
-            let Some(raw) = raw else { return };
+            let Some(inbox::Kept { key, item: raw }) = kept else {
+                return;
+            };
             let me = events::Me {
                 user: &self.bot_user,
                 escalate_key: &self.escalate_key,
@@ -579,10 +602,14 @@ impl SlackPlatform {
                 }
                 events::Translated::Ignored(why) => {
                     debug!(why, "Slack payload ignored");
+                    if let Some(key) = key {
+                        self.inbox.forget(&key);
+                    }
                     continue;
                 }
             };
             debug!(room = %incoming.room, event = %incoming.event_id, "Slack event");
+            self.inbox.translated(key, &incoming.event_id);
             if tx.send(incoming).await.is_err() {
                 return;
             }
@@ -687,6 +714,10 @@ impl Platform for SlackPlatform {
         Box::pin(async move { self.remove_message(room, target, reason).await })
     }
 
+    fn handled(&self, event_id: &str) {
+        self.inbox.handled(event_id);
+    }
+
     fn run(
         self: Arc<Self>,
         tx: mpsc::Sender<Incoming>,
@@ -694,6 +725,10 @@ impl Platform for SlackPlatform {
     ) -> BoxFuture<'static, anyhow::Result<()>> {
         Box::pin(async move {
             let (inbound_tx, inbound_rx) = mpsc::channel(INBOUND_QUEUE);
+            let inbound_tx = inbox::Intake {
+                tx: inbound_tx,
+                inbox: self.inbox.clone(),
+            };
             // Stops the transport and the translator together: on shutdown,
             // when the bot is gone, or when the transport fails for good.
             let stop = shutdown.child_token();
