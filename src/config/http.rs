@@ -32,21 +32,27 @@ pub struct HttpConfig {
 }
 
 impl Validator<'_> {
+    /// A request body limit: 1 KiB to 16 MiB, `default` when not given.
+    pub(super) fn body_limit(
+        &mut self,
+        n: Option<Spanned<u64>>,
+        key: &str,
+        default: usize,
+    ) -> usize {
+        match n {
+            None => default,
+            Some(n) if *n.get_ref() < 1024 || *n.get_ref() > 16 * 1024 * 1024 => {
+                self.error(Some(n.span()), key, "must be between 1024 and 16777216");
+                default
+            }
+            Some(n) => *n.get_ref() as usize,
+        }
+    }
+
     pub(super) fn http(&mut self, raw: RawHttp) -> HttpConfig {
         let listen = self.addr(raw.listen, "http.listen", "127.0.0.1:8080");
         let metrics_listen = self.addr(raw.metrics_listen, "http.metrics_listen", "127.0.0.1:9090");
-        let max_body_bytes = match raw.max_body_bytes {
-            None => 64 * 1024,
-            Some(n) if *n.get_ref() < 1024 || *n.get_ref() > 16 * 1024 * 1024 => {
-                self.error(
-                    Some(n.span()),
-                    "http.max_body_bytes",
-                    "must be between 1024 and 16777216",
-                );
-                64 * 1024
-            }
-            Some(n) => *n.get_ref() as usize,
-        };
+        let max_body_bytes = self.body_limit(raw.max_body_bytes, "http.max_body_bytes", 64 * 1024);
         let secrets = if raw.enabled {
             if raw.secret_envs.is_empty() {
                 self.error(

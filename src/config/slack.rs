@@ -108,18 +108,11 @@ impl Validator<'_> {
                 url
             }
         };
-        let events_max_body_bytes = match s.events_max_body_bytes {
-            None => 256 * 1024,
-            Some(n) if *n.get_ref() < 1024 || *n.get_ref() > 16 * 1024 * 1024 => {
-                self.error(
-                    Some(n.span()),
-                    "slack.events_max_body_bytes",
-                    "must be between 1024 and 16777216",
-                );
-                256 * 1024
-            }
-            Some(n) => *n.get_ref() as usize,
-        };
+        let events_max_body_bytes = self.body_limit(
+            s.events_max_body_bytes,
+            "slack.events_max_body_bytes",
+            256 * 1024,
+        );
         let user_token = s
             .user_token_env
             .as_ref()
