@@ -112,6 +112,7 @@ pub async fn run_with(
         outbox.clone(),
         platform.name(),
     );
+    let receiver = platform.clone();
     outbox.spawn(store.clone(), platform, shutdown.clone(), &tracker);
     bot.spawn_outbound(shutdown.clone(), &tracker)
         .context("starting the helpdesk event delivery")?;
@@ -140,10 +141,11 @@ pub async fn run_with(
             break;
         };
         let b = bot.clone();
+        let event_id = msg.event_id.clone();
         // Store writes wait for a disk flush: keep them off the async workers.
         let result = tokio::task::spawn_blocking(move || b.handle(&msg)).await;
         match result {
-            Ok(Ok(())) => {}
+            Ok(Ok(())) => receiver.handled(&event_id),
             Ok(Err(e)) => tracing::error!("handling a message failed: {e:#}"),
             Err(e) => tracing::error!("message handler panicked: {e}"),
         }

@@ -108,6 +108,14 @@ pub trait Platform: Send + Sync + 'static {
         })
     }
 
+    /// The bot has handled event `event_id` (one this adapter sent on
+    /// `tx`) and committed the result. Adapters that keep received events
+    /// until then (so an event acknowledged to the network survives a crash)
+    /// forget it here. The default does nothing.
+    fn handled(&self, event_id: &str) {
+        let _ = event_id;
+    }
+
     /// Receives events until `shutdown` (or until the network is gone for
     /// good, which is an error), sending each to the bot on `tx`. Events
     /// from before the bot's first start are not delivered. The default
@@ -156,7 +164,7 @@ pub async fn connect(config: &mut Config, store: &Store) -> Result<Arc<dyn Platf
         #[cfg(feature = "slack")]
         {
             use anyhow::Context as _;
-            let platform = slack::SlackPlatform::connect(&sl, config)
+            let platform = slack::SlackPlatform::connect(&sl, config, store)
                 .await
                 .context("connecting to Slack")?;
             return Ok(platform);

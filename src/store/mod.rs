@@ -946,6 +946,36 @@ impl Store {
         Ok(())
     }
 
+    /// Keeps a chat event an adapter has received but the bot has not yet
+    /// handled, so one acknowledged to the platform survives a crash. Wait
+    /// on the returned [`Durable`] before acknowledging. Keys sort in
+    /// arrival order.
+    pub fn inbox_put(&self, key: &str, value: &[u8]) -> Result<Durable, StoreError> {
+        self.db()
+            .insert(state_key(&format!("inbox:{key}")), value)?;
+        Ok(self.shared.commit.written())
+    }
+
+    /// The unhandled events kept under `prefix`, oldest first.
+    pub fn inbox(&self, prefix: &str) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
+        let full = state_key(&format!("inbox:{prefix}"));
+        let skip = state_key("inbox:").len();
+        self.db()
+            .scan_prefix(&full)
+            .map(|kv| {
+                let (k, v) = kv?;
+                Ok((String::from_utf8_lossy(&k[skip..]).into_owned(), v.to_vec()))
+            })
+            .collect()
+    }
+
+    /// Forgets a kept event once it is handled (the handled marker makes a
+    /// replay harmless, so this needs no flush of its own).
+    pub fn inbox_remove(&self, key: &str) -> Result<(), StoreError> {
+        self.db().remove(state_key(&format!("inbox:{key}")))?;
+        Ok(())
+    }
+
     /// Restores cases from their full histories (used by `import`). Each
     /// case is rebuilt by replaying its events, so a history that breaks the
     /// lifecycle is refused. Written in one batch and flushed once.

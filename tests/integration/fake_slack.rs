@@ -76,6 +76,15 @@ struct Inner {
     messages: BTreeMap<(String, String), (String, String)>,
     /// Bot posts by ts.
     bot_posts: HashMap<String, String>,
+    /// Bot posts as conversations.history/replies show them: (channel, ts)
+    /// → the message, with its `metadata`.
+    bot_messages: BTreeMap<(String, String), Value>,
+    /// Per channel: how many more chat.postMessage calls post the message
+    /// and then fail with a 503, as if the answer was lost.
+    lose_answers: HashMap<String, u32>,
+    /// Channels whose chat.postMessage calls post the message and then
+    /// never answer.
+    hang_answers: std::collections::HashSet<String>,
     /// Per channel: how many more chat.postMessage calls get 429.
     limited: HashMap<String, u32>,
     responses: Vec<(String, Value)>,
@@ -198,6 +207,30 @@ impl FakeSlack {
             .unwrap()
             .limited
             .insert(channel.to_owned(), n);
+    }
+
+    /// The next `n` chat.postMessage calls to `channel` post the message
+    /// but answer 503, as when Slack's answer is lost.
+    pub fn lose_answers(&self, channel: &str, n: u32) {
+        self.inner
+            .lock()
+            .unwrap()
+            .lose_answers
+            .insert(channel.to_owned(), n);
+    }
+
+    /// chat.postMessage calls to `channel` post the message but never
+    /// answer (until [`FakeSlack::answer_again`]).
+    pub fn hang_answers(&self, channel: &str) {
+        self.inner
+            .lock()
+            .unwrap()
+            .hang_answers
+            .insert(channel.to_owned());
+    }
+
+    pub fn answer_again(&self, channel: &str) {
+        self.inner.lock().unwrap().hang_answers.remove(channel);
     }
 
     pub fn opens(&self) -> u32 {
@@ -489,6 +522,31 @@ async fn api(
             g.bot_posts.insert(ts.clone(), channel.clone());
             call.ts = Some(ts.clone());
             let text = req["text"].clone();
+            let mut stored = json!({"type":"message","ts": ts,"bot_id":"B1","user": BOT_USER,
+                                    "text": text, "metadata": req["metadata"]});
+            if let Some(t) = req["thread_ts"].as_str() {
+                stored["thread_ts"] = json!(t);
+            }
+            g.bot_messages.insert((channel.clone(), ts.clone()), stored);
+            let lose = g.lose_answers.get(&channel).copied().unwrap_or(0);
+            if lose > 0 {
+                g.lose_answers.insert(channel.clone(), lose - 1);
+                g.calls.push(call);
+                return (StatusCode::SERVICE_UNAVAILABLE, "upstream timeout").into_response();
+            }
+            if g.hang_answers.contains(&channel) {
+                // Headers now, the body never (within the bot's timeout).
+                g.calls.push(call);
+                let never = futures_util::stream::once(async {
+                    tokio::time::sleep(Duration::from_secs(60)).await;
+                    Ok::<_, std::convert::Infallible>(Bytes::from_static(b"{\"ok\":false}"))
+                });
+                return (
+                    [("content-type", "application/json")],
+                    axum::body::Body::from_stream(never),
+                )
+                    .into_response();
+            }
             ok(json!({"channel": channel, "ts": ts,
                       "message": {"type":"message","ts": ts,"bot_id":"B1","text": text}}))
         }
@@ -512,6 +570,7 @@ async fn api(
             call.ts = Some(ts.clone());
             let human = g.messages.contains_key(&(channel.clone(), ts.clone()));
             if g.bot_posts.remove(&ts).is_some() {
+                g.bot_messages.remove(&(channel.clone(), ts.clone()));
                 ok(json!({"channel": channel, "ts": ts}))
             } else if human && auth.starts_with("Bearer xoxp-") {
                 // A user token of an admin may delete people's messages.
@@ -522,17 +581,58 @@ async fn api(
             }
         }
         "conversations.history" | "conversations.replies" => {
-            let want = req["latest"]
-                .as_str()
-                .or(req["ts"].as_str())
-                .unwrap_or_default()
-                .to_owned();
-            let messages: Vec<Value> = g
+            let with_metadata = req["include_all_metadata"].as_str() == Some("true")
+                || req["include_all_metadata"] == json!(true);
+            // People's messages (top level) and the bot's posts, oldest first.
+            let mut all: Vec<Value> = g
                 .messages
-                .get(&(channel.clone(), want.clone()))
-                .map(|(user, text)| json!({"type":"message","user":user,"text":text,"ts":want}))
-                .into_iter()
+                .iter()
+                .filter(|((c, _), _)| *c == channel)
+                .map(|((_, ts), (user, text))| json!({"type":"message","user":user,"text":text,"ts":ts}))
+                .chain(
+                    g.bot_messages
+                        .iter()
+                        .filter(|((c, _), _)| *c == channel)
+                        .map(|(_, m)| m.clone()),
+                )
                 .collect();
+            all.sort_by(|a, b| a["ts"].as_str().cmp(&b["ts"].as_str()));
+            for m in &mut all {
+                if !with_metadata || m["metadata"].is_null() {
+                    m.as_object_mut().unwrap().remove("metadata");
+                }
+            }
+            let limit = req["limit"]
+                .as_str()
+                .and_then(|l| l.parse().ok())
+                .or(req["limit"].as_u64().map(|l| l as usize))
+                .unwrap_or(100);
+            let messages: Vec<Value> = if method == "conversations.history" {
+                // Top-level messages, newest first, up to `latest`.
+                let latest = req["latest"].as_str().map(str::to_owned);
+                let inclusive =
+                    req["inclusive"].as_str() == Some("true") || req["inclusive"] == json!(true);
+                all.into_iter()
+                    .rev()
+                    .filter(|m| m["thread_ts"].is_null() || m["thread_ts"] == m["ts"])
+                    .filter(|m| match &latest {
+                        None => true,
+                        Some(l) => {
+                            let ts = m["ts"].as_str().unwrap_or_default();
+                            ts < l.as_str() || (inclusive && ts == l)
+                        }
+                    })
+                    .take(limit)
+                    .collect()
+            } else {
+                // The thread: its root, then the replies, oldest first (a
+                // reply's own ts gives just that message).
+                let ts = req["ts"].as_str().unwrap_or_default().to_owned();
+                all.into_iter()
+                    .filter(|m| m["ts"] == json!(ts) || m["thread_ts"] == json!(ts))
+                    .take(limit)
+                    .collect()
+            };
             ok(json!({"messages": messages, "has_more": false}))
         }
         _ => err("unknown_method"),

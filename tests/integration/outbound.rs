@@ -563,3 +563,62 @@ async fn events_pending_at_a_sigkill_are_delivered_after_the_restart() {
     bot.kill().unwrap();
     bot.wait().unwrap();
 }
+
+/// With the bot running (it holds the data dir), `outbound retry` asks it
+/// through the metrics listener, and the event set aside goes out again
+/// with its id; `outbound list` says why it cannot read the data dir.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retry_asks_the_running_bot() {
+    let receiver = Receiver::default();
+    receiver.script(&[(500, None), (500, None)]);
+    let url = receiver.start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let (port, mport) = (free_port(), free_port());
+    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let config = binary_config(dir.path(), port, mport, &url);
+    let text = std::fs::read_to_string(&config)
+        .unwrap()
+        .replace("max_attempts = 12", "max_attempts = 2");
+    std::fs::write(&config, text).unwrap();
+    let mut bot = start_binary(&config);
+    wait_healthy(addr).await;
+    assert!(matches!(post_ticket(addr, "ZD-77").await, Some((201, _))));
+    // Two 500s: the opened event is set aside.
+    for _ in 0..200 {
+        if receiver.requests().len() >= 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(receiver.requests().len(), 2, "{:?}", receiver.requests());
+    let set_aside_id = receiver.requests()[0].0.clone();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    let cli = |args: &[&str]| {
+        std::process::Command::new(bin())
+            .current_dir(root())
+            .arg("--config")
+            .arg(&config)
+            .args(args)
+            .env("RUST_LOG", "warn")
+            .output()
+            .unwrap()
+    };
+    let list = cli(&["outbound", "list"]);
+    assert!(!list.status.success());
+    let why = String::from_utf8_lossy(&list.stderr);
+    assert!(why.contains("is the bot running?"), "{why}");
+
+    let retry = cli(&["outbound", "retry", "--all"]);
+    let said = String::from_utf8_lossy(&retry.stdout);
+    assert!(
+        retry.status.success() && said.contains("1 event(s) queued again (by the running bot)"),
+        "{said}\n{}",
+        String::from_utf8_lossy(&retry.stderr)
+    );
+    let got = receiver.wait_for(1).await;
+    assert_eq!(got[0]["id"].as_str().unwrap(), set_aside_id);
+    assert_eq!(got[0]["type"], "case.opened");
+    bot.kill().unwrap();
+    bot.wait().unwrap();
+}

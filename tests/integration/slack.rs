@@ -68,6 +68,12 @@ fn adapter_config(fake: &FakeSlack, mode: SlackMode) -> SlackConfig {
 /// The bot on Slack: the real adapter, core, outbox and SLA timers.
 pub struct SlackBot {
     pub bot: Bot,
+    /// How the tests' events reach the bot: signed HTTP or Socket Mode
+    /// envelopes.
+    pub mode: SlackMode,
+    /// While set, events reach the bot's loop but are not handled (as if
+    /// the process died between Slack's ack and the bot's work).
+    pub paused: Arc<std::sync::atomic::AtomicBool>,
     pub platform: Arc<SlackPlatform>,
     pub fake: FakeSlack,
     pub store: Store,
@@ -89,7 +95,7 @@ impl SlackBot {
     ) -> SlackBot {
         caseroom::platform::slack::install_crypto_provider();
         let store = open_store(dir).await;
-        let platform = SlackPlatform::connect(&adapter_config(fake, mode), &cfg)
+        let platform = SlackPlatform::connect(&adapter_config(fake, mode), &cfg, &store)
             .await
             .expect("connect to the fake Slack");
         let outbox = Outbox::new();
@@ -110,6 +116,9 @@ impl SlackBot {
         tracker.spawn(platform.clone().run(tx, shutdown.clone()));
         let b = bot.clone();
         let token = shutdown.clone();
+        let paused = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let receiver = platform.clone();
+        let paused_in_loop = paused.clone();
         // The same loop as `app::run_with`.
         tracker.spawn(async move {
             loop {
@@ -118,15 +127,23 @@ impl SlackBot {
                     m = rx.recv() => m,
                 };
                 let Some(msg) = msg else { return };
+                if paused_in_loop.load(std::sync::atomic::Ordering::SeqCst) {
+                    // A crash before the bot gets to it.
+                    continue;
+                }
                 let b = b.clone();
+                let event_id = msg.event_id.clone();
                 tokio::task::spawn_blocking(move || b.handle(&msg))
                     .await
                     .unwrap()
                     .expect("handle");
+                receiver.handled(&event_id);
             }
         });
         SlackBot {
             bot,
+            mode,
+            paused,
             platform,
             fake: fake.clone(),
             store,
@@ -139,7 +156,8 @@ impl SlackBot {
         self.platform.events_addr().expect("events mode")
     }
 
-    /// POSTs a signed Events API body.
+    /// Delivers an event the way the bot's transport receives it: a signed
+    /// Events API POST, or a Socket Mode envelope (OK once acknowledged).
     pub async fn event(&self, event: Value, event_id: &str) -> StatusCode {
         let body = json!({
             "type":"event_callback","token":"x","team_id":"T1","api_app_id":"A1",
@@ -147,6 +165,9 @@ impl SlackBot {
             "authorizations":[{"team_id":"T1","user_id":"UBOT","is_bot":true,"is_enterprise_install":false}],
             "event": event
         });
+        if self.mode == SlackMode::Socket {
+            return self.envelope("events_api", body).await;
+        }
         self.post(
             "/slack/events",
             "application/json",
@@ -177,8 +198,20 @@ impl SlackBot {
             .await
     }
 
-    /// POSTs a signed interaction payload.
+    /// Sends a Socket Mode envelope and waits for the bot's ack.
+    async fn envelope(&self, kind: &str, payload: Value) -> StatusCode {
+        let id = self.fake.envelope(kind, payload);
+        self.fake
+            .wait_for("the envelope's ack", |f| f.acks().contains(&id))
+            .await;
+        StatusCode::OK
+    }
+
+    /// Delivers an interaction payload: signed POST or Socket Mode envelope.
     pub async fn interaction(&self, payload: Value) -> StatusCode {
+        if self.mode == SlackMode::Socket {
+            return self.envelope("interactive", payload).await;
+        }
         let body = format!("payload={}", url_encode(&payload.to_string()));
         self.post(
             "/slack/interactions",
@@ -568,7 +601,10 @@ async fn slash_commands_unknown_verbs_and_refused_clicks() {
     fake.wait_for("the unknown-verb answer", |f| f.responses().len() == 2)
         .await;
     let help = fake.responses()[1].1["text"].as_str().unwrap().to_owned();
-    assert!(help.contains("help"), "{help}");
+    assert!(
+        help.contains("`/caseroom frobnicate`") && help.contains("`/caseroom help`"),
+        "the answer names the slash form that was typed: {help}"
+    );
 
     // A case, then a click from someone without the agent role.
     let ts = fake.human_message(INTAKE_C, "UCUSTOMER", DECLINED);
@@ -738,6 +774,12 @@ async fn socket_mode_acks_reconnects_and_handles_redelivery_once() {
         .filter(|e| matches!(e.kind, caseroom::case::EventKind::Assigned { .. }))
         .count();
     assert_eq!(claims, 1, "claimed once");
+    fake.wait_for("the card updated with the assignee", |f| {
+        f.calls_of("chat.update")
+            .iter()
+            .any(|u| u.body["ts"] == card_ts.as_str() && u.text().contains(&format!("<@{ANA}>")))
+    })
+    .await;
 
     // A plain drop between events: the next event still arrives.
     fake.drop_socket();
@@ -840,7 +882,8 @@ async fn web_api_calls_and_error_mapping() {
     let fake = FakeSlack::start().await;
     let cfg = slack_config(dir.path(), None);
     caseroom::platform::slack::install_crypto_provider();
-    let p = SlackPlatform::connect(&adapter_config(&fake, SlackMode::Socket), &cfg)
+    let store = open_store(dir.path()).await;
+    let p = SlackPlatform::connect(&adapter_config(&fake, SlackMode::Socket), &cfg, &store)
         .await
         .unwrap();
     assert_eq!(p.bot_user(), "UBOT");
@@ -901,7 +944,9 @@ async fn web_api_calls_and_error_mapping() {
     // With an admin's user token it is deleted.
     let mut with_user = adapter_config(&fake, SlackMode::Socket);
     with_user.user_token = Some(Secret::new("TEST_SLACK_USER", "xoxp-admin"));
-    let p2 = SlackPlatform::connect(&with_user, &cfg).await.unwrap();
+    let p2 = SlackPlatform::connect(&with_user, &cfg, &store)
+        .await
+        .unwrap();
     let id = p2
         .remove(
             TEAM_C,
@@ -1001,12 +1046,23 @@ fn sla_at(min: i64) -> jiff::Timestamp {
 /// the rate limit ends.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sla_alert_goes_out_during_a_429_and_ack_button_stops_escalation() {
+    sla_alert_flow(SlackMode::Events, false).await;
+}
+
+/// The same over Socket Mode, with a Snooze click first: no page while
+/// snoozed, the escalation goes on when the snooze ends, Ack stops it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn socket_mode_sla_alert_snooze_then_ack() {
+    sla_alert_flow(SlackMode::Socket, true).await;
+}
+
+async fn sla_alert_flow(mode: SlackMode, snooze_first: bool) {
     let dir = tempfile::tempdir().unwrap();
     let fake = FakeSlack::start().await;
     let clock = Clock::manual(sla_start());
     let mut cfg = slack_config(dir.path(), Some(SLA_TOML));
     cfg.roles.oncall = [CAROL_U, "UDAVE0001"].map(String::from).into();
-    let bot = SlackBot::start_with(dir.path(), &fake, SlackMode::Events, cfg, clock.clone()).await;
+    let bot = SlackBot::start_with(dir.path(), &fake, mode, cfg, clock.clone()).await;
 
     bot.event(
         message(
@@ -1088,8 +1144,47 @@ async fn sla_alert_goes_out_during_a_429_and_ack_button_stops_escalation() {
         "the breach note in the team thread is still held back by the 429"
     );
 
-    // Carol clicks Ack on the alert.
     let alert_ts = alert.ts.clone().unwrap();
+    let pages = |f: &FakeSlack| {
+        f.posts_in(ONCALL_C)
+            .iter()
+            .filter(|c| c.text().starts_with("📟"))
+            .count()
+    };
+    if snooze_first {
+        assert!(
+            alert.buttons().contains(&"snooze:A-1:15".to_owned()),
+            "{:?}",
+            alert.buttons()
+        );
+        bot.interaction(click(
+            CAROL_U,
+            ONCALL_C,
+            &alert_ts,
+            "snooze:A-1:15",
+            "1700000850.000001",
+        ))
+        .await;
+        fake.wait_for("the snooze line", |f| {
+            f.posts_in(ONCALL_C)
+                .iter()
+                .any(|c| c.text().contains("snoozed"))
+        })
+        .await;
+        // Dave's step (minute 15) is held while the alert is snoozed...
+        clock.set(sla_at(20));
+        bot.bot.sla().idle().await;
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert_eq!(pages(&fake), 0, "no page while snoozed");
+        // ...and comes once the snooze is over.
+        clock.set(sla_at(26));
+        bot.bot.sla().idle().await;
+        fake.wait_for("the page after the snooze", |f| pages(f) == 1)
+            .await;
+    }
+    let pages_before_ack = pages(&fake);
+
+    // Carol clicks Ack on the alert.
     bot.interaction(click(
         CAROL_U,
         ONCALL_C,
@@ -1104,14 +1199,13 @@ async fn sla_alert_goes_out_during_a_429_and_ack_button_stops_escalation() {
             .any(|c| c.text().contains("acknowledged"))
     })
     .await;
-    // Step 2 (Dave at minute 15) does not come.
-    clock.set(sla_at(20));
+    // No further page (step 2 or the repeat) comes after the ack.
+    clock.set(sla_at(45));
     bot.bot.sla().idle().await;
     tokio::time::sleep(Duration::from_millis(300)).await;
-    assert!(
-        fake.posts_in(ONCALL_C)
-            .iter()
-            .all(|c| !c.text().starts_with("📟")),
+    assert_eq!(
+        pages(&fake),
+        pages_before_ack,
         "no page after the ack: {:#?}",
         fake.posts_in(ONCALL_C)
     );
@@ -1132,10 +1226,19 @@ async fn sla_alert_goes_out_during_a_429_and_ack_button_stops_escalation() {
 /// delivered once after the restart.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pending_messages_are_delivered_once_after_a_restart() {
+    pending_after_restart(SlackMode::Events).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn socket_mode_pending_messages_are_delivered_once_after_a_restart() {
+    pending_after_restart(SlackMode::Socket).await;
+}
+
+async fn pending_after_restart(mode: SlackMode) {
     let dir = tempfile::tempdir().unwrap();
     let fake = FakeSlack::start().await;
     fake.rate_limit(TEAM_C, 10_000);
-    let bot = SlackBot::start(dir.path(), &fake, SlackMode::Events).await;
+    let bot = SlackBot::start(dir.path(), &fake, mode).await;
     bot.event(
         message(
             INTAKE_C,
@@ -1155,7 +1258,7 @@ async fn pending_messages_are_delivered_once_after_a_restart() {
     bot.stop().await;
 
     fake.rate_limit(TEAM_C, 0);
-    let bot = SlackBot::start(dir.path(), &fake, SlackMode::Events).await;
+    let bot = SlackBot::start(dir.path(), &fake, mode).await;
     bot.settle().await;
     let roots: Vec<_> = fake
         .posts_in(TEAM_C)
@@ -1174,6 +1277,194 @@ async fn pending_messages_are_delivered_once_after_a_restart() {
     dedup.sort();
     dedup.dedup();
     assert_eq!(dedup.len(), texts.len(), "nothing posted twice: {texts:#?}");
+    bot.stop().await;
+}
+
+/// Events Slack got an ack for but the bot never handled (the process died
+/// in between) are handled after the restart, once; over both transports.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acknowledged_events_survive_a_crash_before_handling() {
+    for mode in [SlackMode::Events, SlackMode::Socket] {
+        let dir = tempfile::tempdir().unwrap();
+        let fake = FakeSlack::start().await;
+        let bot = SlackBot::start(dir.path(), &fake, mode).await;
+        bot.paused.store(true, Ordering::SeqCst);
+        let ts = fake.human_message(INTAKE_C, "UCUSTOMER", DECLINED);
+        assert_eq!(
+            bot.event(
+                reaction(ANA, "ticket", INTAKE_C, &ts, "UCUSTOMER"),
+                &ev_id()
+            )
+            .await,
+            StatusCode::OK,
+            "{mode:?}: acknowledged"
+        );
+        bot.event(
+            message(
+                INTAKE_C,
+                BO,
+                "!escalate locked out after a password reset",
+                "1700001300.000001",
+                None,
+            ),
+            &ev_id(),
+        )
+        .await;
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert_eq!(bot.store.case_count(), 0, "{mode:?}: not handled yet");
+        bot.stop().await;
+
+        let bot = SlackBot::start(dir.path(), &fake, mode).await;
+        fake.wait_for("both cases", |_| bot.store.case_count() == 2)
+            .await;
+        bot.settle().await;
+        let roots = fake
+            .posts_in(TEAM_C)
+            .into_iter()
+            .filter(|c| c.thread_ts().is_none())
+            .count();
+        assert_eq!(roots, 2, "{mode:?}: one card each");
+        assert!(
+            bot.store.inbox("slack:").unwrap().is_empty(),
+            "{mode:?}: nothing kept once handled"
+        );
+        bot.stop().await;
+
+        // A third start replays nothing.
+        let bot = SlackBot::start(dir.path(), &fake, mode).await;
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        bot.settle().await;
+        assert_eq!(bot.store.case_count(), 2);
+        assert_eq!(
+            fake.posts_in(TEAM_C)
+                .iter()
+                .filter(|c| c.thread_ts().is_none())
+                .count(),
+            2,
+            "{mode:?}: nothing posted again"
+        );
+        bot.stop().await;
+    }
+}
+
+/// Slack has no idempotency key: a post whose answer is lost (a 503 after
+/// Slack stored it) is found again by the outbox transaction id in its
+/// metadata instead of being posted twice; in the channel and in a thread.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_post_whose_answer_was_lost_is_not_posted_twice() {
+    let dir = tempfile::tempdir().unwrap();
+    let fake = FakeSlack::start().await;
+    let bot = SlackBot::start(dir.path(), &fake, SlackMode::Events).await;
+    fake.lose_answers(TEAM_C, 1);
+    bot.event(
+        message(
+            INTAKE_C,
+            ANA,
+            &format!("!escalate {DECLINED}"),
+            "1700001100.000001",
+            None,
+        ),
+        &ev_id(),
+    )
+    .await;
+    fake.wait_for("the card", |_| bot.store.case_count() == 1)
+        .await;
+    bot.settle().await;
+    let roots: Vec<_> = fake
+        .posts_in(TEAM_C)
+        .into_iter()
+        .filter(|c| c.thread_ts().is_none())
+        .collect();
+    assert_eq!(
+        roots.len(),
+        1,
+        "one card although its answer was lost: {roots:#?}"
+    );
+    let card_ts = roots[0].ts.clone().unwrap();
+    assert_eq!(bot.root("C-1"), card_ts, "the found post is the card");
+    assert!(
+        roots[0].body["metadata"]["event_payload"]["txn"].is_string(),
+        "posts carry the outbox transaction id: {}",
+        roots[0].body
+    );
+    let in_thread = |f: &FakeSlack| {
+        f.posts_in(TEAM_C)
+            .into_iter()
+            .filter(|c| c.thread_ts() == Some(card_ts.as_str()))
+            .map(|c| c.text().to_owned())
+            .collect::<Vec<_>>()
+    };
+    assert!(
+        !in_thread(&fake).is_empty(),
+        "the suggestion went in its thread"
+    );
+
+    // A thread reply whose answer is lost.
+    fake.lose_answers(TEAM_C, 1);
+    let before = in_thread(&fake).len();
+    bot.event(
+        message(
+            TEAM_C,
+            ANA,
+            "!note customer sent a screenshot",
+            "1700001101.000001",
+            Some(&card_ts),
+        ),
+        &ev_id(),
+    )
+    .await;
+    bot.settle().await;
+    let after = in_thread(&fake);
+    assert_eq!(after.len(), before + 1, "one note line: {after:#?}");
+    let mut dedup = after.clone();
+    dedup.sort();
+    dedup.dedup();
+    assert_eq!(dedup.len(), after.len(), "nothing posted twice: {after:#?}");
+    bot.stop().await;
+}
+
+/// The bot stops while Slack has stored a card but not yet answered: after
+/// the restart the card is found, not posted again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_post_interrupted_by_a_restart_is_not_posted_twice() {
+    let dir = tempfile::tempdir().unwrap();
+    let fake = FakeSlack::start().await;
+    let bot = SlackBot::start(dir.path(), &fake, SlackMode::Socket).await;
+    fake.hang_answers(TEAM_C);
+    bot.event(
+        message(
+            INTAKE_C,
+            ANA,
+            &format!("!escalate {DECLINED}"),
+            "1700001200.000001",
+            None,
+        ),
+        &ev_id(),
+    )
+    .await;
+    fake.wait_for("the card stored by Slack", |f| {
+        !f.posts_in(TEAM_C).is_empty()
+    })
+    .await;
+    assert!(!bot.store.pending_outbox().unwrap().is_empty());
+    bot.stop().await;
+
+    fake.answer_again(TEAM_C);
+    let bot = SlackBot::start(dir.path(), &fake, SlackMode::Socket).await;
+    bot.settle().await;
+    let roots: Vec<_> = fake
+        .posts_in(TEAM_C)
+        .into_iter()
+        .filter(|c| c.thread_ts().is_none())
+        .collect();
+    assert_eq!(roots.len(), 1, "one card: {roots:#?}");
+    assert_eq!(bot.root("C-1"), roots[0].ts.clone().unwrap());
+    assert!(
+        fake.posts_in(TEAM_C)
+            .iter()
+            .any(|c| c.thread_ts() == roots[0].ts.as_deref()),
+        "the thread hangs under the found card"
+    );
     bot.stop().await;
 }
 

@@ -50,7 +50,7 @@ pub(crate) enum Translated {
 }
 
 /// A slash command, from a form body (Events API) or JSON (Socket Mode).
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, serde::Serialize)]
 pub struct SlashCommand {
     pub command: String,
     #[serde(default)]

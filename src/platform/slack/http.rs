@@ -9,9 +9,10 @@
 //!    HMAC-SHA256(signing secret, `v0:{timestamp}:{body}`), compared in
 //!    constant time, with `X-Slack-Request-Timestamp` within 5 minutes of
 //!    our clock (otherwise **401**);
-//! 3. the body is parsed (otherwise **400**), queued for translation, and
-//!    acknowledged with an empty 200 — the work happens after the ack, so
-//!    Slack's 3-second limit is met however slow the bot is.
+//! 3. the body is parsed (otherwise **400**), kept in the store (flushed)
+//!    and queued for translation, and acknowledged with an empty 200 — the
+//!    work happens after the ack, so Slack's 3-second limit is met however
+//!    slow the bot is, and a crash after the ack loses nothing.
 //!
 //! A request carrying `X-Slack-Retry-Num` is handled like any other: the
 //! core deduplicates by event id, and dropping retries would lose events
@@ -32,11 +33,11 @@ use axum::routing::post;
 use hmac::{Hmac, Mac};
 use serde_json::Value;
 use sha2::Sha256;
-use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::Inbound;
 use super::events::{self, SlashCommand};
+use super::inbox::{Intake, Refused};
 use crate::config::Secret;
 
 /// How far a request's timestamp may be from our clock.
@@ -50,15 +51,15 @@ const QUEUE_WAIT: Duration = Duration::from_secs(2);
 pub struct EventsState {
     secret: Secret,
     max_body: usize,
-    inbound: mpsc::Sender<Inbound>,
+    intake: Intake,
 }
 
 impl EventsState {
-    pub(crate) fn new(secret: Secret, max_body: usize, inbound: mpsc::Sender<Inbound>) -> Self {
+    pub(crate) fn new(secret: Secret, max_body: usize, intake: Intake) -> Self {
         EventsState {
             secret,
             max_body,
-            inbound,
+            intake,
         }
     }
 }
@@ -173,11 +174,17 @@ async fn verified_body(
     }
 }
 
-/// Step 3's queueing: 200 once queued.
+/// Step 3's keeping and queueing: 200 once both are done; otherwise 503,
+/// and Slack sends it again.
 async fn enqueue(st: &EventsState, item: Inbound) -> Response {
-    match st.inbound.send_timeout(item, QUEUE_WAIT).await {
+    match st.intake.accept(item, QUEUE_WAIT).await {
         Ok(()) => StatusCode::OK.into_response(),
-        Err(_) => refuse(StatusCode::SERVICE_UNAVAILABLE, "busy; retry later"),
+        Err(Refused::Busy) => refuse(StatusCode::SERVICE_UNAVAILABLE, "busy; retry later"),
+        Err(Refused::Store) => refuse(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "could not store the event; retry later",
+        ),
+        Err(Refused::Closed) => refuse(StatusCode::SERVICE_UNAVAILABLE, "shutting down"),
     }
 }
 
@@ -326,8 +333,12 @@ mod tests {
 
     #[tokio::test]
     async fn routes_check_size_then_signature_then_shape() {
-        let (tx, mut rx) = mpsc::channel(8);
-        let r = router(EventsState::new(Secret::new("S", SECRET), 2048, tx));
+        let (tx, mut rx) = tokio::sync::mpsc::channel(8);
+        let intake = Intake {
+            tx,
+            inbox: std::sync::Arc::new(super::super::inbox::Inbox::new(None)),
+        };
+        let r = router(EventsState::new(Secret::new("S", SECRET), 2048, intake));
         let ok =
             br#"{"type":"event_callback","event_id":"Ev1","event":{"type":"message"}}"#.to_vec();
         assert_eq!(
@@ -357,7 +368,13 @@ mod tests {
             post(r.clone(), "/slack/events", ok, SECRET).await,
             StatusCode::OK
         );
-        assert!(matches!(rx.try_recv(), Ok(Inbound::Push(_))));
+        assert!(matches!(
+            rx.try_recv(),
+            Ok(super::super::inbox::Kept {
+                item: Inbound::Push(_),
+                ..
+            })
+        ));
         assert_eq!(
             post(
                 r.clone(),

@@ -31,15 +31,20 @@
 //! HTTP 429 (with `Retry-After`) or `ratelimited` to a wait, network and
 //! server trouble to a retry, the rest to a permanent failure.
 //!
-//! Slack has no idempotency key for `chat.postMessage`: a send that timed out
-//! after Slack accepted it is posted again when the outbox retries it.
+//! Slack has no idempotency key for `chat.postMessage`: every post carries
+//! the outbox's transaction id in its metadata, and a post whose answer was
+//! lost (or the first one to a channel after a start) is first looked for.
+//!
+//! Received payloads are kept in the store until handled (`inbox`), so one
+//! acknowledged to Slack survives a crash.
 
 mod events;
 pub mod http;
+mod inbox;
 pub mod render;
 mod socket;
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashSet};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -56,6 +61,7 @@ use tracing::{debug, info, warn};
 use crate::config::{Config, SlackConfig, SlackMode};
 use crate::message::{Incoming, Outgoing};
 use crate::platform::{BoxFuture, Platform, SendError};
+use crate::store::Store;
 
 pub use events::SHORTCUT_CALLBACK_ID;
 pub use http::sign;
@@ -72,9 +78,18 @@ const FETCH_TIMEOUT: Duration = Duration::from_secs(5);
 const DEFAULT_RATE_LIMIT_WAIT: Duration = Duration::from_secs(1);
 /// Payloads acknowledged to Slack and waiting for translation.
 const INBOUND_QUEUE: usize = 1024;
+/// The metadata event type every post carries, with the outbox's
+/// transaction id: Slack has no idempotency key, so this is how a post whose
+/// answer was lost is found again instead of being posted twice.
+const POST_EVENT_TYPE: &str = "caseroom_post";
+/// Recent channel messages searched for such a post.
+const FIND_IN_CHANNEL: u16 = 50;
+/// Thread replies fetched per page (at most [`FIND_PAGES`] pages).
+const FIND_IN_THREAD: u16 = 200;
+const FIND_PAGES: usize = 5;
 
 /// Something Slack sent, checked and acknowledged, not yet translated.
-#[derive(Debug)]
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
 pub(crate) enum Inbound {
     /// An Events API body (`event_callback`).
     Push(serde_json::Value),
@@ -112,6 +127,16 @@ pub struct SlackPlatform {
     /// Socket Mode's ping interval and silence limit. A `std::sync::Mutex`:
     /// read once per connection, never held across an await.
     watchdog: Mutex<(Duration, Duration)>,
+    /// Posts whose last attempt may have reached Slack (it timed out or
+    /// Slack failed with a 5xx): looked for before they are tried again.
+    uncertain: Mutex<HashSet<String>>,
+    /// Channels posted to (or searched) since start. The outbox sends a
+    /// channel's messages one at a time, so only the first post to each
+    /// after a start can be one a crash interrupted: that one is looked for
+    /// first.
+    seen_channels: Mutex<HashSet<String>>,
+    /// Received payloads kept until the bot has handled them.
+    inbox: Arc<inbox::Inbox>,
 }
 
 impl std::fmt::Debug for SlackPlatform {
@@ -163,6 +188,7 @@ impl SlackPlatform {
     pub async fn connect(
         slack: &SlackConfig,
         config: &Config,
+        store: &Store,
     ) -> anyhow::Result<Arc<SlackPlatform>> {
         install_crypto_provider();
         let client = Arc::new(client(&slack.api_base_url)?);
@@ -221,6 +247,9 @@ impl SlackPlatform {
             listener: Mutex::new(listener),
             listen_addr,
             watchdog: Mutex::new((socket::PING_EVERY, socket::SILENCE_LIMIT)),
+            uncertain: Mutex::new(HashSet::new()),
+            seen_channels: Mutex::new(HashSet::new()),
+            inbox: Arc::new(inbox::Inbox::new(Some(store.clone()))),
         }))
     }
 
@@ -263,9 +292,15 @@ impl SlackPlatform {
         let content = render::content(msg, &self.known_users);
         let channel = SlackChannelId(msg.room.clone());
         if let Some(url) = msg.reply_handle.as_deref() {
-            // The answer to a slash command: only its caller sees it.
+            // The answer to a slash command: only its caller sees it, in
+            // the words they typed it with.
             let url = url::Url::parse(url)
                 .map_err(|e| SendError::Permanent(format!("bad response_url: {e}")))?;
+            let answer = Outgoing {
+                text: render::slash_answer(&msg.text),
+                ..msg.clone()
+            };
+            let content = render::content(&answer, &self.known_users);
             let req = SlackApiPostWebhookMessageRequest::new(content);
             call(self.client.respond_to_event(&SlackResponseUrl(url), &req)).await?;
             return Ok(format!("response:{txn_id}"));
@@ -279,13 +314,118 @@ impl SlackPlatform {
             call(self.session().chat_post_ephemeral(&req)).await?;
             return Ok(format!("ephemeral:{txn_id}"));
         }
+        let look_first = lock(&self.uncertain).contains(txn_id)
+            || !lock(&self.seen_channels).contains(&msg.room);
+        if look_first {
+            if let Some(ts) = self.find_post(&msg.room, thread_root, txn_id).await? {
+                info!(channel = %msg.room, %ts, txn_id, "found an earlier attempt's post; not posting again");
+                lock(&self.uncertain).remove(txn_id);
+                return Ok(ts);
+            }
+            lock(&self.seen_channels).insert(msg.room.clone());
+        }
+        let content = content.with_metadata(SlackMessageMetadata {
+            event_type: POST_EVENT_TYPE.into(),
+            event_payload: Some([("txn".to_owned(), txn_id.to_owned())].into()),
+        });
         let mut req = SlackApiChatPostMessageRequest::new(channel, content);
         if let Some(ts) = thread_root {
             req = req.with_thread_ts(SlackTs(ts.to_owned()));
         }
-        let resp = call(self.session().chat_post_message(&req)).await?;
-        debug!(channel = %msg.room, ts = %resp.ts.0, what = %msg.what, "posted");
-        Ok(resp.ts.0)
+        match call(self.session().chat_post_message(&req)).await {
+            Ok(resp) => {
+                lock(&self.uncertain).remove(txn_id);
+                debug!(channel = %msg.room, ts = %resp.ts.0, what = %msg.what, "posted");
+                Ok(resp.ts.0)
+            }
+            Err(e) => {
+                if matches!(e, SendError::Transient(_)) {
+                    // Slack may have posted it before failing to answer.
+                    lock(&self.uncertain).insert(txn_id.to_owned());
+                }
+                Err(e)
+            }
+        }
+    }
+
+    /// The ts of the bot's post carrying `txn_id` among the channel's recent
+    /// messages (or the thread's replies). A search that cannot be made
+    /// for good (no history scope) finds nothing; one that fails for now is
+    /// an error, so the outbox waits rather than risk a second post.
+    async fn find_post(
+        &self,
+        channel: &str,
+        thread_root: Option<&str>,
+        txn_id: &str,
+    ) -> Result<Option<String>, SendError> {
+        let ours = |m: &SlackHistoryMessage| {
+            m.content.metadata.as_ref().is_some_and(|md| {
+                md.event_type == POST_EVENT_TYPE
+                    && md
+                        .event_payload
+                        .as_ref()
+                        .and_then(|p| p.get("txn"))
+                        .is_some_and(|t| t == txn_id)
+            })
+        };
+        let give_up = |e: SendError| match e {
+            SendError::Permanent(why) => {
+                warn!(
+                    channel,
+                    "cannot search for an earlier attempt's post ({why}); posting"
+                );
+                Ok(None)
+            }
+            other => Err(other),
+        };
+        let session = self.session();
+        let Some(root) = thread_root else {
+            let req = SlackApiConversationsHistoryRequest::new()
+                .with_channel(SlackChannelId(channel.to_owned()))
+                .with_limit(FIND_IN_CHANNEL)
+                .with_include_all_metadata(true);
+            return match call(session.conversations_history(&req)).await {
+                Ok(resp) => Ok(resp
+                    .messages
+                    .iter()
+                    .find(|m| ours(m))
+                    .map(|m| m.origin.ts.0.clone())),
+                Err(e) => give_up(e),
+            };
+        };
+        let limit = FIND_IN_THREAD.to_string();
+        let mut cursor: Option<String> = None;
+        for _ in 0..FIND_PAGES {
+            let params = vec![
+                ("channel", Some(channel)),
+                ("ts", Some(root)),
+                ("limit", Some(limit.as_str())),
+                ("include_all_metadata", Some("true")),
+                ("cursor", cursor.as_deref()),
+            ];
+            let page: SlackApiConversationsRepliesResponse = match call(
+                session
+                    .http_session_api
+                    .http_get("conversations.replies", &params, None),
+            )
+            .await
+            {
+                Ok(p) => p,
+                Err(e) => return give_up(e),
+            };
+            if let Some(m) = page.messages.iter().find(|m| ours(m)) {
+                return Ok(Some(m.origin.ts.0.clone()));
+            }
+            cursor = page
+                .response_metadata
+                .and_then(|r| r.next_cursor)
+                .map(|c| c.0)
+                .filter(|c| !c.is_empty());
+            if cursor.is_none() {
+                break;
+            }
+        }
+        Ok(None)
     }
 
     /// The text and author of message `ts` in `channel`, from
@@ -392,7 +532,7 @@ impl SlackPlatform {
     /// Runs the configured transport until `stop`.
     async fn transport(
         self: Arc<Self>,
-        inbound: mpsc::Sender<Inbound>,
+        inbound: inbox::Intake,
         stop: CancellationToken,
     ) -> anyhow::Result<()> {
         match self.config.mode {
@@ -415,19 +555,32 @@ impl SlackPlatform {
     }
 
     /// Translates queued payloads into [`Incoming`] and hands them to the
-    /// bot, in order, until shutdown or until the bot is gone.
+    /// bot, in order, until shutdown or until the bot is gone: first the
+    /// payloads an earlier run kept but did not handle, then new ones.
     async fn translate_loop(
         &self,
-        mut inbound: mpsc::Receiver<Inbound>,
+        mut inbound: mpsc::Receiver<inbox::Kept>,
         tx: mpsc::Sender<Incoming>,
         shutdown: CancellationToken,
     ) {
+        let mut earlier = self.inbox.kept().into_iter();
+        if earlier.len() > 0 {
+            info!(
+                count = earlier.len(),
+                "handling Slack events received before the restart"
+            );
+        }
         loop {
-            let raw = tokio::select! {
-                () = shutdown.cancelled() => return,
-                r = inbound.recv() => r,
+            let kept = match earlier.next() {
+                Some(k) => Some(k),
+                None => tokio::select! {
+                    () = shutdown.cancelled() => return,
+                    r = inbound.recv() => r,
+                },
             };
-            let Some(raw) = raw else { return };
+            let Some(inbox::Kept { key, item: raw }) = kept else {
+                return;
+            };
             let me = events::Me {
                 user: &self.bot_user,
                 escalate_key: &self.escalate_key,
@@ -449,15 +602,25 @@ impl SlackPlatform {
                 }
                 events::Translated::Ignored(why) => {
                     debug!(why, "Slack payload ignored");
+                    if let Some(key) = key {
+                        self.inbox.forget(&key);
+                    }
                     continue;
                 }
             };
             debug!(room = %incoming.room, event = %incoming.event_id, "Slack event");
+            self.inbox.translated(key, &incoming.event_id);
             if tx.send(incoming).await.is_err() {
                 return;
             }
         }
     }
+}
+
+/// Locks a `std::sync::Mutex` held only for a lookup, never across an
+/// await; a poisoned lock still holds a usable set.
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// Runs one Web API call with [`API_TIMEOUT`], mapping its failure.
@@ -551,6 +714,10 @@ impl Platform for SlackPlatform {
         Box::pin(async move { self.remove_message(room, target, reason).await })
     }
 
+    fn handled(&self, event_id: &str) {
+        self.inbox.handled(event_id);
+    }
+
     fn run(
         self: Arc<Self>,
         tx: mpsc::Sender<Incoming>,
@@ -558,6 +725,10 @@ impl Platform for SlackPlatform {
     ) -> BoxFuture<'static, anyhow::Result<()>> {
         Box::pin(async move {
             let (inbound_tx, inbound_rx) = mpsc::channel(INBOUND_QUEUE);
+            let inbound_tx = inbox::Intake {
+                tx: inbound_tx,
+                inbox: self.inbox.clone(),
+            };
             // Stops the transport and the translator together: on shutdown,
             // when the bot is gone, or when the transport fails for good.
             let stop = shutdown.child_token();

@@ -46,6 +46,17 @@ pub fn content(msg: &Outgoing, known_users: &BTreeSet<String>) -> SlackMessageCo
         .with_blocks(blocks)
 }
 
+/// The core's answer to a command, as an answer to `/caseroom …`: the
+/// command it names is the slash form the user typed, not the `!` form
+/// that works in threads.
+pub fn slash_answer(text: &str) -> String {
+    text.replace("Unknown command `!", "Unknown command `/caseroom ")
+        .replace(
+            "`!help` lists the commands",
+            "`/caseroom help` lists the commands",
+        )
+}
+
 /// How Slack writes a mention of `id`: a user group (`S…`, e.g. an
 /// on-call group) as `<!subteam^S…>`, anyone else as `<@U…>`.
 pub fn mention(id: &str) -> String {

@@ -30,12 +30,12 @@ use serde::Deserialize;
 use serde_json::Value;
 use slack_morphism::errors::SlackClientError;
 use slack_morphism::prelude::*;
-use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
+use super::inbox::{Intake, Refused};
 use super::{API_TIMEOUT, Inbound, SlackPlatform};
 
 /// How often we ping an idle connection.
@@ -46,6 +46,9 @@ pub(super) const SILENCE_LIMIT: Duration = Duration::from_secs(35);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
 /// Longest wait between reconnect attempts.
 const BACKOFF_MAX: Duration = Duration::from_secs(30);
+/// How long an envelope may wait for room in the translation queue before
+/// it is left unacknowledged (Slack wants the ack within 3 s).
+const ACCEPT_WAIT: Duration = Duration::from_secs(2);
 
 #[derive(Deserialize)]
 struct Envelope {
@@ -68,7 +71,7 @@ enum Ended {
 /// or the bot is gone.
 pub(super) async fn run(
     platform: Arc<SlackPlatform>,
-    inbound: mpsc::Sender<Inbound>,
+    inbound: Intake,
     stop: CancellationToken,
 ) -> anyhow::Result<()> {
     let Some(app_token) = platform.config.app_token.clone() else {
@@ -113,7 +116,7 @@ fn retry(e: impl Into<anyhow::Error>) -> Failure {
 async fn connection(
     platform: &SlackPlatform,
     token: &SlackApiToken,
-    inbound: &mpsc::Sender<Inbound>,
+    inbound: &Intake,
     stop: &CancellationToken,
 ) -> Result<Ended, Failure> {
     let session = platform.client.open_session(token);
@@ -219,10 +222,18 @@ async fn connection(
                 None
             }
         };
-        if let Some(item) = item
-            && inbound.send(item).await.is_err()
-        {
-            return Err(Failure::Fatal(anyhow::anyhow!("the bot stopped")));
+        if let Some(item) = item {
+            match inbound.accept(item, ACCEPT_WAIT).await {
+                Ok(()) => {}
+                Err(Refused::Closed) => {
+                    return Err(Failure::Fatal(anyhow::anyhow!("the bot stopped")));
+                }
+                Err(why) => {
+                    // Not acknowledged: Slack sends it again.
+                    warn!(?why, "Slack event not accepted; leaving it unacknowledged");
+                    continue;
+                }
+            }
         }
         if let Some(id) = envelope.envelope_id {
             let ack = serde_json::json!({ "envelope_id": id }).to_string();
