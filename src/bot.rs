@@ -249,7 +249,7 @@ impl Bot {
                 {
                     return Ok(());
                 }
-                if !s.config.roles.has(&msg.sender, Role::Agent) {
+                if !s.config.roles.has_in(&msg.sender, &msg.groups, Role::Agent) {
                     tracing::info!(sender = %msg.sender, "escalation reaction from a non-agent ignored");
                     return Ok(());
                 }
@@ -409,7 +409,11 @@ impl Bot {
     /// one is the case's first response.
     fn plain_message(&self, ctx: &Ctx, text: &str) -> anyhow::Result<()> {
         let Some(case) = &ctx.case else { return Ok(()) };
-        if !self.shared.config.roles.is_member(&ctx.msg.sender)
+        if !self
+            .shared
+            .config
+            .roles
+            .is_member_in(&ctx.msg.sender, &ctx.msg.groups)
             || case.status == crate::case::Status::Closed
         {
             return Ok(());
@@ -676,9 +680,17 @@ impl Ctx<'_> {
         &self.msg.sender
     }
 
+    /// Whether the sender (or one of their platform groups) holds `role`.
+    pub(crate) fn holds(&self, role: Role) -> bool {
+        self.shared()
+            .config
+            .roles
+            .has_in(&self.msg.sender, &self.msg.groups, role)
+    }
+
     /// Refuses unless the sender holds `role`, saying why.
     pub(crate) fn require(&self, role: Role, command: &str) -> Result<(), CmdError> {
-        if self.shared().config.roles.has(self.sender(), role) {
+        if self.holds(role) {
             Ok(())
         } else {
             Err(CmdError::Refused(format!(

@@ -25,6 +25,11 @@ pub struct Incoming {
     pub room: String,
     /// The sender's platform user id, e.g. `@alice:example.org`.
     pub sender: String,
+    /// Groups the sender belongs to on the platform, written as `[roles]`
+    /// names them (Discord roles as `role:<id>`); a role given to a group
+    /// is held by its members. Empty where the platform has none.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub groups: Vec<String>,
     /// The platform's id for this event; the bot handles each id once.
     pub event_id: String,
     pub kind: IncomingKind,

@@ -32,8 +32,7 @@ impl CaseShow {
             }
         };
         // A case's own thread is its team's place: agents may look there.
-        let roles = &ctx.shared().config.roles;
-        if !(here == Some(id) && roles.has(ctx.sender(), Role::Agent)) {
+        if !(here == Some(id) && ctx.holds(Role::Agent)) {
             ctx.require(Role::Lead, "case")?;
         }
         let store = &ctx.shared().store;

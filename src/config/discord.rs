@@ -1,8 +1,9 @@
 //! `[discord]`: the Discord adapter's bot token, application and guild.
 //! Raw form, validation, types.
 //!
-//! Rooms are channel ids and roles are user ids (or `role:<id>` for a
-//! Discord role, mentioned as one in pages) when this section is enabled.
+//! Rooms are channel ids and roles are user ids, or `role:<id>` for a
+//! Discord server role: its members hold the caseroom role (the adapter
+//! passes the sender's roles in `Incoming::groups`), and pages mention it.
 
 use serde::Deserialize;
 use toml::Spanned;

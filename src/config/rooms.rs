@@ -81,11 +81,22 @@ impl Roles {
         }
     }
 
+    /// Whether `user`, or one of the platform `groups` they belong to (a
+    /// Discord `role:<id>`), holds `role`.
+    pub fn has_in(&self, user: &str, groups: &[String], role: Role) -> bool {
+        self.has(user, role) || groups.iter().any(|g| self.has(g, role))
+    }
+
     /// Whether `user` holds any role at all (is part of the team).
     pub fn is_member(&self, user: &str) -> bool {
+        self.is_member_in(user, &[])
+    }
+
+    /// Like [`Roles::is_member`], counting the user's platform groups.
+    pub fn is_member_in(&self, user: &str, groups: &[String]) -> bool {
         [Role::Agent, Role::Lead, Role::Oncall]
             .into_iter()
-            .any(|r| self.has(user, r))
+            .any(|r| self.has_in(user, groups, r))
     }
 }
 

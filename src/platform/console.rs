@@ -224,6 +224,7 @@ pub async fn read_stdin(
         let msg = Incoming {
             room: room.clone(),
             sender: LOCAL_USER.to_owned(),
+            groups: Vec::new(),
             event_id: format!("console-{session}-{n}"),
             kind: IncomingKind::Message {
                 text: text.to_owned(),

@@ -362,6 +362,7 @@ impl MatrixPlatform {
         Some(Incoming {
             room: room_id.to_string(),
             sender: event.sender().to_string(),
+            groups: Vec::new(),
             event_id: event.event_id().to_string(),
             kind,
             reply_handle: None,

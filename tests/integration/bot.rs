@@ -82,6 +82,7 @@ async fn escalation_opens_one_case_with_root_and_suggestion_thread() {
     h.deliver(&Incoming {
         room: INTAKE.into(),
         sender: ALICE.into(),
+        groups: Vec::new(),
         event_id: ev,
         kind: IncomingKind::Message {
             text: format!("!escalate {}", zh_ticket()),
@@ -102,6 +103,7 @@ async fn reaction_escalates_a_message_once() {
     let react = |event: &str| Incoming {
         room: INTAKE.into(),
         sender: BOB.into(),
+        groups: Vec::new(),
         event_id: event.into(),
         kind: IncomingKind::Reaction {
             key: "🎫".into(),
@@ -130,6 +132,7 @@ async fn reaction_escalates_a_message_once() {
     // A stranger's reaction is ignored.
     h.deliver(&Incoming {
         sender: STRANGER.into(),
+        groups: Vec::new(),
         event_id: "$r5".into(),
         kind: IncomingKind::Reaction {
             key: "🎫".into(),
@@ -458,6 +461,7 @@ async fn a_restart_continues_and_never_answers_twice() {
     h.deliver(&Incoming {
         room: TEAM.into(),
         sender: ALICE.into(),
+        groups: Vec::new(),
         event_id: claim,
         kind: IncomingKind::Message {
             text: "!claim".into(),

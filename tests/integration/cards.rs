@@ -23,6 +23,7 @@ fn click(h: &Harness, sender: &str, id: &str, event: &str) {
     h.deliver(&Incoming {
         room: TEAM.into(),
         sender: sender.into(),
+        groups: Vec::new(),
         event_id: event.into(),
         kind: IncomingKind::Action {
             id: id.into(),
@@ -37,6 +38,7 @@ fn react(h: &Harness, room: &str, sender: &str, key: &str, target: &str, event: 
     h.deliver(&Incoming {
         room: room.into(),
         sender: sender.into(),
+        groups: Vec::new(),
         event_id: event.into(),
         kind: IncomingKind::Reaction {
             key: key.into(),

@@ -20,7 +20,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use super::fake_discord::{APP_ID, FakeDiscord, TOKEN};
+use super::fake_discord::{APP_ID, FakeDiscord, SUPPORT_MEMBER, SUPPORT_ROLE, TOKEN};
 use super::util::*;
 
 pub const TEAM_C: &str = "1100";
@@ -48,7 +48,10 @@ fn discord_config(dir: &Path, extra_toml: Option<&str>) -> Config {
     cfg.rooms.team = TEAM_C.into();
     cfg.rooms.intake = vec![INTAKE_C.into()];
     cfg.rooms.oncall = ONCALL_C.into();
-    cfg.roles.agent = [ANA, BO].map(String::from).into();
+    // Agents: two people, and whoever holds the guild's Support role.
+    cfg.roles.agent = [ANA, BO, &format!("role:{SUPPORT_ROLE}")]
+        .map(String::from)
+        .into();
     cfg.roles.lead = [LEADER].map(String::from).into();
     cfg.roles.oncall = [CAROL].map(String::from).into();
     cfg.roles.admin = Default::default();
@@ -458,6 +461,13 @@ async fn bad_input_is_refused_privately_and_changes_nothing() {
         "nothing posted in channels: {:#?}",
         &posts[posts_before.min(posts.len())..]
     );
+
+    // Someone who is an agent only through the Support role may claim.
+    fake.click(SUPPORT_MEMBER, &card, "claim:C-1");
+    fake.wait_for("the claim by role", |_| {
+        bot.case(1).assignee.as_deref() == Some(SUPPORT_MEMBER)
+    })
+    .await;
     bot.stop().await;
 }
 

@@ -35,6 +35,9 @@ pub const BOT_ID: &str = "900";
 pub const APP_ID: &str = "900";
 pub const GUILD_ID: &str = "100";
 pub const TOKEN: &str = "test-discord-token";
+/// A guild role ("Support"), and a member who holds it and nothing else.
+pub const SUPPORT_ROLE: &str = "777";
+pub const SUPPORT_MEMBER: &str = "507";
 
 /// One REST call the bot made.
 #[derive(Debug, Clone)]
@@ -158,7 +161,12 @@ pub fn message_json(id: &str, channel: &str, author: &str, bot: bool, content: &
 }
 
 pub fn member(user_id: &str) -> Value {
-    json!({"user": user(user_id, false), "roles": [], "deaf": false, "mute": false,
+    let roles: Vec<&str> = if user_id == SUPPORT_MEMBER {
+        vec![SUPPORT_ROLE]
+    } else {
+        vec![]
+    };
+    json!({"user": user(user_id, false), "roles": roles, "deaf": false, "mute": false,
            "flags": 0, "joined_at": TS, "permissions": "0"})
 }
 

@@ -467,6 +467,7 @@ async fn send_delivers_the_draft_and_the_card_offers_it() {
     h.deliver(&caseroom::message::Incoming {
         room: TEAM.into(),
         sender: ALICE.into(),
+        groups: Vec::new(),
         event_id: "$click-send".into(),
         kind: caseroom::message::IncomingKind::Action {
             id: "send:C-1".into(),

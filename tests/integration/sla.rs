@@ -147,6 +147,7 @@ impl SlaHarness {
             .handle(&Incoming {
                 room: room.into(),
                 sender: sender.into(),
+                groups: Vec::new(),
                 event_id: format!("$sla{}-{n}", std::process::id()),
                 kind: IncomingKind::Message {
                     text: text.into(),

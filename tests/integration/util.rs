@@ -163,6 +163,7 @@ impl Harness {
         self.deliver(&Incoming {
             room: room.into(),
             sender: sender.into(),
+            groups: Vec::new(),
             event_id: id.clone(),
             kind: IncomingKind::Message {
                 text: text.into(),

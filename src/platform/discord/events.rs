@@ -21,10 +21,10 @@
 
 use serenity::all::{
     CommandDataOptionValue, CommandInteraction, CommandType, ComponentInteraction, Message,
-    MessageType, Reaction, ReactionType,
+    MessageType, Reaction, ReactionType, RoleId,
 };
 
-use super::render::ESCALATE_COMMAND;
+use super::render::{ESCALATE_COMMAND, ROLE_PREFIX};
 use crate::message::{Incoming, IncomingKind};
 
 /// Where an event happened, in the core's terms.
@@ -111,6 +111,7 @@ pub(crate) fn message(m: &Message, place: Place, me: &Me) -> Result<Incoming, &'
     Ok(Incoming {
         room: place.room,
         sender: m.author.id.get().to_string(),
+        groups: role_groups(m.member.as_ref().map(|m| m.roles.as_slice())),
         event_id: message_event_id(m.channel_id.get(), m.id.get()),
         kind: IncomingKind::Message {
             text: plain_text(&m.content),
@@ -141,6 +142,7 @@ pub(crate) fn reaction(r: &Reaction, place: Place, me: &Me) -> Result<Incoming, 
         ),
         room: place.room,
         sender: user.get().to_string(),
+        groups: role_groups(r.member.as_ref().map(|m| m.roles.as_slice())),
         kind: IncomingKind::Reaction {
             key,
             target: r.message_id.get().to_string(),
@@ -176,6 +178,7 @@ pub(crate) fn command(
             Incoming {
                 room: place.room,
                 sender,
+                groups: role_groups(c.member.as_ref().map(|m| m.roles.as_slice())),
                 event_id,
                 kind: IncomingKind::Reaction {
                     key: me.escalate_key.to_owned(),
@@ -215,6 +218,7 @@ pub(crate) fn command(
         Incoming {
             room: place.room,
             sender,
+            groups: role_groups(c.member.as_ref().map(|m| m.roles.as_slice())),
             event_id,
             kind: IncomingKind::Message {
                 text: plain_text(&text),
@@ -226,11 +230,21 @@ pub(crate) fn command(
     ))
 }
 
+/// The sender's guild roles as `[roles]` names them (`role:<id>`).
+fn role_groups(roles: Option<&[RoleId]>) -> Vec<String> {
+    roles
+        .unwrap_or_default()
+        .iter()
+        .map(|r| format!("{ROLE_PREFIX}{r}"))
+        .collect()
+}
+
 /// A button press.
 pub(crate) fn click(c: &ComponentInteraction, place: Place) -> Incoming {
     Incoming {
         room: place.room,
         sender: c.user.id.get().to_string(),
+        groups: role_groups(c.member.as_ref().map(|m| m.roles.as_slice())),
         event_id: format!("discord:int:{}", c.id),
         kind: IncomingKind::Action {
             id: c.data.custom_id.clone(),

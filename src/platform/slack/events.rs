@@ -205,6 +205,7 @@ fn message(event: Value, me: &Me) -> Translated {
         event_id: format!("slack:msg:{}:{}", m.channel, m.ts),
         room: m.channel,
         sender: user,
+        groups: Vec::new(),
         kind: IncomingKind::Message {
             text: plain_text(&m.text),
             thread_root,
@@ -229,6 +230,7 @@ fn reaction(event: Value, event_id: &str, me: &Me) -> Translated {
     let incoming = Incoming {
         room: channel.clone(),
         sender: r.user,
+        groups: Vec::new(),
         event_id: format!("slack:ev:{event_id}"),
         kind: IncomingKind::Reaction {
             key: emoji(&r.reaction),
@@ -270,6 +272,7 @@ fn interaction(v: Value, me: &Me) -> Translated {
                 room,
                 event_id: format!("slack:act:{}:{}", user.id, action.action_ts),
                 sender: user.id,
+                groups: Vec::new(),
                 kind: IncomingKind::Action {
                     id: action.action_id,
                     message,
@@ -290,6 +293,7 @@ fn interaction(v: Value, me: &Me) -> Translated {
             Translated::Ready(Incoming {
                 room: channel.id,
                 sender: user.id,
+                groups: Vec::new(),
                 event_id: format!("slack:shortcut:{trigger_id}"),
                 kind: IncomingKind::Reaction {
                     key: me.escalate_key.to_owned(),
@@ -321,6 +325,7 @@ fn command(c: SlashCommand) -> Translated {
     Translated::Ready(Incoming {
         room: c.channel_id,
         sender: c.user_id,
+        groups: Vec::new(),
         event_id: format!("slack:cmd:{}", c.trigger_id),
         kind: IncomingKind::Message {
             text: typed,
