@@ -146,6 +146,16 @@ struct Shared {
     next_case: AtomicU64,
     /// The next outbox sequence number (one past the highest ever used).
     next_outbox: AtomicU64,
+    /// Outbox numbers below this one are reserved in the store
+    /// (`mnext_outbox`): numbers are persisted a block at a time, not once
+    /// per message. A `std::sync::Mutex`: held while raising the persisted
+    /// mark (an in-memory sled write, no flush).
+    outbox_reserved: Mutex<u64>,
+    /// Messages queued since the dispatcher last looked, handed over in
+    /// memory so a wake does not scan the outbox (see
+    /// [`Store::take_fresh_outbox`]). `None` until a dispatcher asks for
+    /// them. A `std::sync::Mutex`: held for a push or a swap.
+    fresh: Mutex<Option<Fresh>>,
     /// The next outbound (helpdesk event) number.
     next_outbound: AtomicU64,
     /// The helpdesk event types to queue (`[outbound] events`); empty when
@@ -219,6 +229,8 @@ impl Store {
         };
         Ok(Store {
             shared: std::sync::Arc::new(Shared {
+                outbox_reserved: Mutex::new(next_outbox),
+                fresh: Mutex::new(None),
                 commit: GroupCommit::new(db.clone()),
                 db,
                 write: Mutex::new(()),
@@ -363,13 +375,15 @@ impl Store {
         }
         batch.insert(ext_key(&first.external_id), &id.0.to_be_bytes());
         write_case(&mut batch, None, &case)?;
-        self.queue(&mut batch, outbox)?;
+        let fresh = self.queue(&mut batch, outbox)?;
         if let Some(key) = seen {
             batch.insert(state_key(&seen_key(key)), b"1".as_slice());
         }
-        self.raise(META_NEXT_CASE, id.0 + 1)?;
+        // No `mnext_case` write per case: at open the next number is one
+        // past the highest case key, which this batch writes.
         self.db().apply_batch(batch)?;
         let ticket = self.shared.commit.written();
+        self.publish(fresh);
         drop(claim);
         Ok((
             Opened {
@@ -452,37 +466,112 @@ impl Store {
             }
             after = Some(case);
         }
-        self.queue(&mut batch, outbox)?;
+        let fresh = self.queue(&mut batch, outbox)?;
         if let Some(key) = seen {
             batch.insert(state_key(&seen_key(key)), b"1".as_slice());
         }
         self.db().apply_batch(batch)?;
         let ticket = self.shared.commit.written();
+        self.publish(fresh);
         drop(guard);
         ticket.wait()?;
         Ok(after)
     }
 
-    fn queue(&self, batch: &mut sled::Batch, outbox: Vec<Outgoing>) -> Result<(), StoreError> {
+    /// Adds `outbox` to `batch` under fresh numbers; returns the messages
+    /// to [`Store::publish`] once the batch is applied.
+    fn queue(
+        &self,
+        batch: &mut sled::Batch,
+        outbox: Vec<Outgoing>,
+    ) -> Result<Vec<(u64, Outgoing)>, StoreError> {
         if outbox.is_empty() {
-            return Ok(());
+            return Ok(Vec::new());
         }
         // Batches from concurrent writers may land out of number order; the
-        // dispatcher copes, and the persisted counter only grows, so a number
+        // dispatcher copes, and the persisted mark only grows, so a number
         // (and the transaction id derived from it) is never reused.
         let n = outbox.len() as u64;
         let first = self.shared.next_outbox.fetch_add(n, Ordering::Relaxed);
+        self.reserve_outbox(first + n)?;
         let now = Timestamp::now();
+        let publish = self.fresh_wanted();
+        let mut fresh = Vec::new();
         for (i, mut msg) in outbox.into_iter().enumerate() {
             msg.queued_at.get_or_insert(now);
             // Outbound text is checked again here, whatever built it.
             if let std::borrow::Cow::Owned(clean) = crate::redact::redact(&msg.text) {
                 msg.text = clean;
             }
-            batch.insert(outbox_key(b'o', first + i as u64), to_json(&msg)?);
+            let seq = first + i as u64;
+            batch.insert(outbox_key(b'o', seq), to_json(&msg)?);
+            if publish {
+                fresh.push((seq, msg));
+            }
         }
-        self.raise(META_NEXT_OUTBOX, first + n)?;
+        Ok(fresh)
+    }
+
+    /// Makes sure every outbox number below `end` is covered by the
+    /// persisted mark, raising it a block ahead when it is not. The mark is
+    /// written to sled before the batch that uses the numbers, so a crash
+    /// that keeps the batch keeps the mark too (sled recovers a prefix of
+    /// its log); a crash may skip numbers, never reuse one.
+    fn reserve_outbox(&self, end: u64) -> Result<(), StoreError> {
+        let mut reserved = self
+            .shared
+            .outbox_reserved
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if end > *reserved {
+            let mark = end + OUTBOX_BLOCK;
+            self.raise(META_NEXT_OUTBOX, mark)?;
+            *reserved = mark;
+        }
         Ok(())
+    }
+
+    fn fresh_wanted(&self) -> bool {
+        self.shared
+            .fresh
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .is_some()
+    }
+
+    /// Hands messages just written to the outbox to the dispatcher.
+    fn publish(&self, msgs: Vec<(u64, Outgoing)>) {
+        if msgs.is_empty() {
+            return;
+        }
+        let mut fresh = self.shared.fresh.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(f) = fresh.as_mut() {
+            if f.msgs.len() + msgs.len() > FRESH_MAX {
+                // Nobody is taking them fast enough: drop the list and let
+                // the dispatcher scan the store instead.
+                f.msgs = Vec::new();
+                f.overflowed = true;
+            } else {
+                f.msgs.extend(msgs);
+            }
+        }
+    }
+
+    /// Messages written to the outbox since the last call (in any order),
+    /// published after their write took its flush ticket, so
+    /// [`Store::covering`] taken after this call covers them,
+    /// or `None` when some were not kept (the first call, or too many
+    /// piled up): then scan the outbox with [`Store::outbox_seqs_from`].
+    /// Only the dispatcher calls this; messages are kept only once it has.
+    pub fn take_fresh_outbox(&self) -> Option<Vec<(u64, Outgoing)>> {
+        let mut fresh = self.shared.fresh.lock().unwrap_or_else(|e| e.into_inner());
+        match fresh.as_mut() {
+            Some(f) if !f.overflowed => Some(std::mem::take(&mut f.msgs)),
+            _ => {
+                *fresh = Some(Fresh::default());
+                None
+            }
+        }
     }
 
     /// Queues the helpdesk event for `ev` (if it is one) in `batch`.
@@ -545,9 +634,11 @@ impl Store {
     pub fn outbound_done(&self, seq: u64, out: Vec<Outgoing>) -> Result<Durable, StoreError> {
         let mut batch = sled::Batch::default();
         batch.remove(outbox_key(b'q', seq));
-        self.queue(&mut batch, out)?;
+        let fresh = self.queue(&mut batch, out)?;
         self.db().apply_batch(batch)?;
-        Ok(self.shared.commit.written())
+        let ticket = self.shared.commit.written();
+        self.publish(fresh);
+        Ok(ticket)
     }
 
     /// Event `seq` gave up: set aside for `caseroom outbound retry`, and
@@ -561,9 +652,11 @@ impl Store {
         let mut batch = sled::Batch::default();
         batch.remove(outbox_key(b'q', seq));
         batch.insert(outbox_key(b'g', seq), to_json(q)?);
-        self.queue(&mut batch, out)?;
+        let fresh = self.queue(&mut batch, out)?;
         self.db().apply_batch(batch)?;
-        Ok(self.shared.commit.written())
+        let ticket = self.shared.commit.written();
+        self.publish(fresh);
+        Ok(ticket)
     }
 
     /// Events set aside after too many tries, oldest first.
@@ -1014,6 +1107,13 @@ impl Store {
         Ok(())
     }
 
+    /// Resolves once every write that has taken its flush ticket is on
+    /// disk; unlike [`Store::barrier`] it asks for no new flush. Covers the
+    /// messages [`Store::take_fresh_outbox`] returned before it was called.
+    pub fn covering(&self) -> Durable {
+        self.shared.commit.covering()
+    }
+
     /// Resolves once everything written so far is on disk.
     pub fn barrier(&self) -> Durable {
         self.shared.commit.written()
@@ -1024,6 +1124,19 @@ impl Store {
         self.db().flush()?;
         Ok(())
     }
+}
+
+/// Outbox numbers reserved in the store at a time.
+const OUTBOX_BLOCK: u64 = 4096;
+/// Most messages kept for the dispatcher before it must scan instead.
+const FRESH_MAX: usize = 65_536;
+
+/// Messages written to the outbox that the dispatcher has not taken yet.
+#[derive(Default)]
+struct Fresh {
+    msgs: Vec<(u64, Outgoing)>,
+    /// Some were dropped: the dispatcher must scan the store.
+    overflowed: bool,
 }
 
 /// A reserved case number; releases the reservation when dropped.
