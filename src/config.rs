@@ -28,6 +28,8 @@ use crate::lang::Lang;
 
 mod outbound;
 pub use outbound::OutboundConfig;
+mod store;
+pub use store::StoreConfig;
 
 /// One problem in the config file.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -125,6 +127,8 @@ struct RawConfig {
     oncall: RawOncall,
     #[serde(default)]
     outbound: outbound::RawOutbound,
+    #[serde(default)]
+    store: store::RawStore,
     matrix: Option<RawMatrix>,
     slack: Option<RawSlack>,
     discord: Option<RawDiscord>,
@@ -310,6 +314,7 @@ pub struct Config {
     pub sla: SlaConfig,
     pub oncall: OncallConfig,
     pub outbound: OutboundConfig,
+    pub store: StoreConfig,
     pub matrix: Option<MatrixConfig>,
     pub slack: Option<SlackConfig>,
     pub discord: Option<DiscordConfig>,
@@ -740,6 +745,7 @@ impl Validator<'_> {
         let oncall = self.oncall(raw.oncall, &team_tz);
         let sla = self.sla(raw.sla, &oncall);
         let outbound = self.outbound(raw.outbound);
+        let store = self.store(raw.store);
         let matrix = raw.matrix.filter(|m| m.enabled).map(|m| self.matrix(m));
         let slack = raw.slack.filter(|s| s.enabled).map(|s| self.slack(s));
         let discord = raw.discord.filter(|d| d.enabled).map(|d| DiscordConfig {
@@ -763,6 +769,7 @@ impl Validator<'_> {
             sla,
             oncall,
             outbound,
+            store,
             matrix,
             slack,
             discord,

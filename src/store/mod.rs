@@ -6,12 +6,15 @@
 //!
 //! | prefix | key                              | value                   |
 //! |--------|----------------------------------|-------------------------|
-//! | `c`    | case number (u64 BE)             | case projection (JSON)  |
+//! | `c`    | case number (u64 BE)             | case projection (JSON), |
+//! |        |                                  | without the body (v2)   |
 //! | `e`    | case number, event seq (u32 BE)  | event (JSON)            |
 //! | `x`    | external ticket id               | case number             |
-//! | `s`    | status code, case number         | empty (status index)    |
+//! | `s`    | status code, case number         | number of events (u32   |
+//! |        |                                  | BE; empty before v2)    |
 //! | `a`    | assignee, 0xFF, case number      | empty (assignee index)  |
 //! | `d`    | due time (ms, biased), case      | empty (SLA due index)   |
+//! | `t`    | case number                      | SLA plan of an open case|
 //! | `h`    | hash of text+label               | learned example (JSON)  |
 //! | `k`    | adapter key                      | adapter state (bytes)   |
 //! | `o`    | outbox sequence number (u64 BE)  | outgoing message (JSON) |
@@ -19,6 +22,12 @@
 //! | `q`    | outbound sequence number         | helpdesk event to POST  |
 //! | `g`    | outbound sequence number         | event set aside         |
 //! | `m`    | name                             | schema, next case no.   |
+//!
+//! The customer's text is stored once, in the `opened` event: the case
+//! projection is rewritten on every change (each delivery records a
+//! `posted` event), so it leaves the body out and [`Store::case`] fills it
+//! in from the first event (schema 2; schema 1 projections still hold it
+//! and are read as they are).
 //!
 //! Durability: a write is acknowledged only after sled has flushed it to
 //! disk. Concurrent writers share flushes ([`GroupCommit`]): while one
@@ -42,9 +51,14 @@ use crate::outbound::Queued;
 pub use group_commit::Durable;
 use group_commit::GroupCommit;
 
+/// The page cache sled gets unless `[store] cache_mb` says otherwise, in
+/// MiB. Intake writes and reads back only recent cases, so a small cache
+/// serves it; the process stays small however large the store grows.
+pub const DEFAULT_CACHE_MB: u64 = 64;
+
 /// The schema this build writes. Bump it and add a step to [`migrate`] when
 /// the on-disk layout changes.
-pub const SCHEMA_VERSION: u32 = 1;
+pub const SCHEMA_VERSION: u32 = 2;
 
 const META_SCHEMA: &[u8] = b"mschema";
 const META_NEXT_CASE: &[u8] = b"mnext_case";
@@ -168,9 +182,10 @@ struct Shared {
 }
 
 impl Store {
-    /// Opens (or creates) the store in `dir`, migrating an older schema.
+    /// Opens (or creates) the store in `dir`, migrating an older schema,
+    /// with the default page cache ([`DEFAULT_CACHE_MB`]).
     pub fn open(dir: &Path) -> Result<Store, StoreError> {
-        Store::open_with_cache(dir, 256 * 1024 * 1024)
+        Store::open_with_cache(dir, DEFAULT_CACHE_MB * 1024 * 1024)
     }
 
     /// Opens the store with a page cache of `cache_bytes`. `import` uses a
@@ -281,7 +296,7 @@ impl Store {
         at: Timestamp,
     ) -> Result<(Case, Event), StoreError> {
         let guard = self.shared.write.lock().unwrap_or_else(|e| e.into_inner());
-        let before = self.case(id)?.ok_or(StoreError::NotFound(id))?;
+        let before = self.stored_case(id)?.ok_or(StoreError::NotFound(id))?;
         let mut case = before.clone();
         let event = Event {
             seq: before.events,
@@ -299,6 +314,7 @@ impl Store {
         let ticket = self.shared.commit.written();
         drop(guard);
         ticket.wait()?;
+        let case = self.with_body(case)?;
         Ok((case, event))
     }
 
@@ -447,7 +463,7 @@ impl Store {
         let mut batch = sled::Batch::default();
         let mut after = None;
         if let Some(id) = id {
-            let before = self.case(id)?.ok_or(StoreError::NotFound(id))?;
+            let before = self.stored_case(id)?.ok_or(StoreError::NotFound(id))?;
             let mut case = before.clone();
             for (kind, reason) in events {
                 let ev = Event {
@@ -475,7 +491,7 @@ impl Store {
         self.publish(fresh);
         drop(guard);
         ticket.wait()?;
-        Ok(after)
+        after.map(|c| self.with_body(c)).transpose()
     }
 
     /// Adds `outbox` to `batch` under fresh numbers; returns the messages
@@ -773,7 +789,7 @@ impl Store {
                     &id.0.to_be_bytes(),
                 );
             }
-            if let Some(before) = self.case(id)? {
+            if let Some(before) = self.stored_case(id)? {
                 let mut case = before.clone();
                 let ev = Event {
                     seq: case.events,
@@ -849,10 +865,31 @@ impl Store {
 
     /// The case's current state.
     pub fn case(&self, id: CaseId) -> Result<Option<Case>, StoreError> {
+        self.stored_case(id)?.map(|c| self.with_body(c)).transpose()
+    }
+
+    /// The projection as stored: since schema 2 without the body. For
+    /// read-modify-write, which writes it back without the body anyway.
+    fn stored_case(&self, id: CaseId) -> Result<Option<Case>, StoreError> {
         self.db()
             .get(case_key(id))?
             .map(|v| from_json(&v))
             .transpose()
+    }
+
+    /// Fills in the body from the case's `opened` event, where it is
+    /// stored (a schema 1 projection still holds it).
+    fn with_body(&self, mut case: Case) -> Result<Case, StoreError> {
+        if !case.body.is_empty() {
+            return Ok(case);
+        }
+        if let Some(v) = self.db().get(event_key(case.id, 0))? {
+            let ev: Event = from_json(&v)?;
+            if let EventKind::Opened(new) = ev.kind {
+                case.body = new.body;
+            }
+        }
+        Ok(case)
     }
 
     /// The case's full history, oldest first.
@@ -920,7 +957,9 @@ impl Store {
     /// Every case by case number, read one at a time (for `export`: memory
     /// stays flat however many cases there are).
     pub fn iter_cases(&self) -> impl Iterator<Item = Result<Case, StoreError>> + '_ {
-        self.db().scan_prefix(b"c").map(|kv| from_json(&kv?.1))
+        self.db()
+            .scan_prefix(b"c")
+            .map(|kv| self.with_body(from_json(&kv?.1)?))
     }
 
     /// Every learned example, one at a time.
@@ -964,6 +1003,43 @@ impl Store {
         self.db().apply_batch(batch)?;
         self.shared.commit.written().wait()?;
         Ok(())
+    }
+
+    /// Every open case with its number of events, by case number, from the
+    /// status index: no projection is read. The number is `None` for an
+    /// entry written before schema 2.
+    pub fn open_case_events(&self) -> Result<Vec<(CaseId, Option<u32>)>, StoreError> {
+        let mut out = Vec::new();
+        for status in Status::ALL.into_iter().filter(|s| s.is_open()) {
+            for kv in self.db().scan_prefix([b's', status.code()]) {
+                let (k, v) = kv?;
+                let id = CaseId(decode_u64(&k[k.len() - 8..])?);
+                let n = <[u8; 4]>::try_from(&v[..]).ok().map(u32::from_be_bytes);
+                out.push((id, n));
+            }
+        }
+        out.sort_unstable_by_key(|(id, _)| *id);
+        Ok(out)
+    }
+
+    /// Records the SLA engine's plan for a case (`None` removes it). Not
+    /// waited for: a plan lost in a crash, or older than the case's
+    /// history, is recomputed from the history at start.
+    pub fn put_sla_plan(&self, id: CaseId, plan: Option<&[u8]>) -> Result<(), StoreError> {
+        let key = sla_plan_key(id);
+        match plan {
+            Some(v) => self.db().insert(key, v)?,
+            None => self.db().remove(key)?,
+        };
+        Ok(())
+    }
+
+    /// Every persisted SLA plan (see [`Store::put_sla_plan`]).
+    pub fn sla_plans(&self) -> impl Iterator<Item = Result<(CaseId, Vec<u8>), StoreError>> + '_ {
+        self.db().scan_prefix(b"t").map(|kv| {
+            let (k, v) = kv?;
+            Ok((CaseId(decode_u64(&k[1..])?), v.to_vec()))
+        })
     }
 
     /// Deadlines due at or before `t`, earliest first.
@@ -1191,17 +1267,29 @@ fn write_case(
     before: Option<&Case>,
     case: &Case,
 ) -> Result<(), StoreError> {
+    // Index entries that stay the same are not rewritten, except the
+    // status entry: it carries the number of events, which tells the SLA
+    // engine whether a persisted plan is current.
+    let status_same = before.is_some_and(|b| b.status == case.status);
+    let assignee_same = before.is_some_and(|b| b.assignee == case.assignee);
     if let Some(b) = before {
-        batch.remove(status_key(b.status, b.id));
-        if let Some(a) = &b.assignee {
+        if !status_same {
+            batch.remove(status_key(b.status, b.id));
+        }
+        if let (Some(a), false) = (&b.assignee, assignee_same) {
             batch.remove(assignee_key(a, b.id));
         }
     }
-    batch.insert(status_key(case.status, case.id), &[]);
-    if let Some(a) = &case.assignee {
+    batch.insert(status_key(case.status, case.id), &case.events.to_be_bytes());
+    if let (Some(a), false) = (&case.assignee, assignee_same) {
         batch.insert(assignee_key(a, case.id), &[]);
     }
-    batch.insert(case_key(case.id), to_json(case)?);
+    // The body lives in the `opened` event (see the module docs).
+    let stored = Case {
+        body: String::new(),
+        ..case.clone()
+    };
+    batch.insert(case_key(case.id), to_json(&stored)?);
     Ok(())
 }
 
@@ -1243,8 +1331,7 @@ fn make_private(_dir: &Path) -> std::io::Result<()> {
     Ok(())
 }
 
-/// Brings an older store up to [`SCHEMA_VERSION`]. Each step upgrades one
-/// version; version 1 is the first layout, so there are none yet.
+/// Brings an older store up to [`SCHEMA_VERSION`], one version per step.
 fn migrate(db: &sled::Db) -> Result<(), StoreError> {
     let found = match db.get(META_SCHEMA)? {
         Some(v) => decode_u64(&v)? as u32,
@@ -1257,7 +1344,14 @@ fn migrate(db: &sled::Db) -> Result<(), StoreError> {
     }
     for from in found..SCHEMA_VERSION {
         tracing::info!(from, to = from + 1, "migrating store schema");
-        // Future steps go here: `match from { 1 => migrate_1_to_2(db)?, .. }`.
+        match from {
+            // 1 -> 2: projections stop holding the body. Old ones keep it
+            // and are read as they are; each is rewritten without it at
+            // its next change. Nothing to do now, but a schema 1 build
+            // must not open a schema 2 store (it would show no bodies).
+            1 => {}
+            _ => unreachable!("no step from schema {from}"),
+        }
     }
     if db.get(META_SCHEMA)?.is_none() || found != SCHEMA_VERSION {
         db.insert(META_SCHEMA, &(SCHEMA_VERSION as u64).to_be_bytes())?;
@@ -1276,6 +1370,12 @@ fn event_key(id: CaseId, seq: u32) -> Vec<u8> {
     let mut k = vec![b'e'];
     k.extend_from_slice(&id.0.to_be_bytes());
     k.extend_from_slice(&seq.to_be_bytes());
+    k
+}
+
+fn sla_plan_key(id: CaseId) -> Vec<u8> {
+    let mut k = vec![b't'];
+    k.extend_from_slice(&id.0.to_be_bytes());
     k
 }
 
