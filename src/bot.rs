@@ -292,7 +292,12 @@ impl Bot {
         let name = cmd.name();
         let msg = ctx.msg;
         tracing::info!(sender = %msg.sender, room = %msg.room, command = name, "command");
-        match cmd.apply(ctx) {
+        let started = std::time::Instant::now();
+        let result = cmd.apply(ctx);
+        // Reports (`queue`, `stats`, `sla`) grow with the store: say how
+        // long they took, so a slow one shows in the log.
+        tracing::info!(command = name, took = ?started.elapsed(), "command done");
+        match result {
             Ok(()) => {}
             Err(CmdError::Internal(e)) => {
                 tracing::error!(command = name, "command failed: {e:#}");

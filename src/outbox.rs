@@ -121,7 +121,8 @@ impl Outbox {
                 let fresh = store.take_fresh_outbox();
                 // Taken after the hand-over, so it covers those messages.
                 let covered = store.covering();
-                let full = fresh.is_none() || last_full.is_none_or(|t| t.elapsed() >= FULL_SCAN_EVERY);
+                let full =
+                    fresh.is_none() || last_full.is_none_or(|t| t.elapsed() >= FULL_SCAN_EVERY);
                 let mut batch: Vec<(u64, Option<Outgoing>)> = fresh
                     .unwrap_or_default()
                     .into_iter()

@@ -167,9 +167,11 @@ struct Shared {
     outbox_reserved: Mutex<u64>,
     /// Messages queued since the dispatcher last looked, handed over in
     /// memory so a wake does not scan the outbox (see
-    /// [`Store::take_fresh_outbox`]). `None` until a dispatcher asks for
-    /// them. A `std::sync::Mutex`: held for a push or a swap.
-    fresh: Mutex<Option<Fresh>>,
+    /// [`Store::take_fresh_outbox`]). Kept from the start, so none written
+    /// while the dispatcher starts can slip between its first scan and the
+    /// hand-over; bounded by [`FRESH_MAX`] when nobody takes them. A
+    /// `std::sync::Mutex`: held for a push or a swap.
+    fresh: Mutex<Fresh>,
     /// The next outbound (helpdesk event) number.
     next_outbound: AtomicU64,
     /// The helpdesk event types to queue (`[outbound] events`); empty when
@@ -245,7 +247,7 @@ impl Store {
         Ok(Store {
             shared: std::sync::Arc::new(Shared {
                 outbox_reserved: Mutex::new(next_outbox),
-                fresh: Mutex::new(None),
+                fresh: Mutex::new(Fresh::default()),
                 commit: GroupCommit::new(db.clone()),
                 db,
                 write: Mutex::new(()),
@@ -511,8 +513,7 @@ impl Store {
         let first = self.shared.next_outbox.fetch_add(n, Ordering::Relaxed);
         self.reserve_outbox(first + n)?;
         let now = Timestamp::now();
-        let publish = self.fresh_wanted();
-        let mut fresh = Vec::new();
+        let mut fresh = Vec::with_capacity(n as usize);
         for (i, mut msg) in outbox.into_iter().enumerate() {
             msg.queued_at.get_or_insert(now);
             // Outbound text is checked again here, whatever built it.
@@ -521,9 +522,7 @@ impl Store {
             }
             let seq = first + i as u64;
             batch.insert(outbox_key(b'o', seq), to_json(&msg)?);
-            if publish {
-                fresh.push((seq, msg));
-            }
+            fresh.push((seq, msg));
         }
         Ok(fresh)
     }
@@ -547,47 +546,35 @@ impl Store {
         Ok(())
     }
 
-    fn fresh_wanted(&self) -> bool {
-        self.shared
-            .fresh
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .is_some()
-    }
-
     /// Hands messages just written to the outbox to the dispatcher.
     fn publish(&self, msgs: Vec<(u64, Outgoing)>) {
         if msgs.is_empty() {
             return;
         }
-        let mut fresh = self.shared.fresh.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(f) = fresh.as_mut() {
-            if f.msgs.len() + msgs.len() > FRESH_MAX {
-                // Nobody is taking them fast enough: drop the list and let
-                // the dispatcher scan the store instead.
-                f.msgs = Vec::new();
-                f.overflowed = true;
-            } else {
-                f.msgs.extend(msgs);
-            }
+        let mut f = self.shared.fresh.lock().unwrap_or_else(|e| e.into_inner());
+        if f.msgs.len() + msgs.len() > FRESH_MAX {
+            // Nobody is taking them fast enough (or there is no dispatcher):
+            // drop the list and let the dispatcher scan the store instead.
+            f.msgs = Vec::new();
+            f.overflowed = true;
+        } else {
+            f.msgs.extend(msgs);
         }
     }
 
     /// Messages written to the outbox since the last call (in any order),
     /// published after their write took its flush ticket, so
     /// [`Store::covering`] taken after this call covers them,
-    /// or `None` when some were not kept (the first call, or too many
-    /// piled up): then scan the outbox with [`Store::outbox_seqs_from`].
-    /// Only the dispatcher calls this; messages are kept only once it has.
+    /// or `None` when some were not kept (too many piled up): then scan
+    /// the outbox with [`Store::outbox_seqs_from`]. Only the dispatcher
+    /// calls this.
     pub fn take_fresh_outbox(&self) -> Option<Vec<(u64, Outgoing)>> {
-        let mut fresh = self.shared.fresh.lock().unwrap_or_else(|e| e.into_inner());
-        match fresh.as_mut() {
-            Some(f) if !f.overflowed => Some(std::mem::take(&mut f.msgs)),
-            _ => {
-                *fresh = Some(Fresh::default());
-                None
-            }
+        let mut f = self.shared.fresh.lock().unwrap_or_else(|e| e.into_inner());
+        let msgs = std::mem::take(&mut f.msgs);
+        if std::mem::take(&mut f.overflowed) {
+            return None;
         }
+        Some(msgs)
     }
 
     /// Queues the helpdesk event for `ev` (if it is one) in `batch`.
@@ -1205,7 +1192,7 @@ impl Store {
 /// Outbox numbers reserved in the store at a time.
 const OUTBOX_BLOCK: u64 = 4096;
 /// Most messages kept for the dispatcher before it must scan instead.
-const FRESH_MAX: usize = 65_536;
+const FRESH_MAX: usize = 16_384;
 
 /// Messages written to the outbox that the dispatcher has not taken yet.
 #[derive(Default)]
