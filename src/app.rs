@@ -62,7 +62,7 @@ pub fn run_blocking(config: Config) -> Result<()> {
 
 /// Runs the bot until `shutdown` is cancelled, on the configured platform.
 pub async fn run(mut config: Config, shutdown: CancellationToken) -> Result<()> {
-    let store = Store::open(&config.data_dir)
+    let store = Store::open_with_cache(&config.data_dir, config.store.cache_bytes())
         .with_context(|| format!("opening the store in {}", config.data_dir.display()))?;
     tracing::info!(data_dir = %config.data_dir.display(), cases = store.case_count(), "store open");
     let (tx, rx) = mpsc::channel::<Incoming>(1024);

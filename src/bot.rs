@@ -292,7 +292,12 @@ impl Bot {
         let name = cmd.name();
         let msg = ctx.msg;
         tracing::info!(sender = %msg.sender, room = %msg.room, command = name, "command");
-        match cmd.apply(ctx) {
+        let started = std::time::Instant::now();
+        let result = cmd.apply(ctx);
+        // Reports (`queue`, `stats`, `sla`) grow with the store: say how
+        // long they took, so a slow one shows in the log.
+        tracing::info!(command = name, took = ?started.elapsed(), "command done");
+        match result {
             Ok(()) => {}
             Err(CmdError::Internal(e)) => {
                 tracing::error!(command = name, "command failed: {e:#}");
@@ -562,12 +567,14 @@ impl Bot {
                     case.suggested_playbook = suggestion.playbook.clone();
                     case.suggestion_confidence = Some(suggestion.confidence);
                     let root = Outgoing::card(team.clone(), case.id, false);
-                    let thread = Outgoing::new(
-                        team.clone(),
-                        view::suggestion_message(&case, &suggestion, &engine),
-                    )
-                    .in_thread(Some(ThreadRef::Key(root_key(case.id))))
-                    .about(case.id, "suggestion");
+                    // Rendered when delivered (see `Render::Suggestion`).
+                    let mut thread = Outgoing::new(team.clone(), String::new())
+                        .in_thread(Some(ThreadRef::Key(root_key(case.id))))
+                        .about(case.id, "suggestion");
+                    thread.render = Some(Render::Suggestion {
+                        case: case.id,
+                        suggestion: Box::new(suggestion.clone()),
+                    });
                     let mut out = vec![root, thread];
                     out.extend(extra(&case));
                     (vec![triaged], out)
@@ -796,8 +803,27 @@ struct CardRenderer(std::sync::Weak<Shared>);
 
 impl Renderer for CardRenderer {
     fn render(&self, msg: &Outgoing) -> Option<Outgoing> {
-        let Some(Render::Card { case }) = msg.render else {
-            return Some(msg.clone());
+        let case = match &msg.render {
+            Some(Render::Card { case }) => *case,
+            Some(Render::Suggestion { case, suggestion }) => {
+                let bot = Bot {
+                    shared: self.0.upgrade()?,
+                };
+                let mut out = msg.clone();
+                match bot.shared.store.case(*case) {
+                    Ok(Some(c)) => {
+                        out.text = view::suggestion_message(&c, suggestion, &bot.engine());
+                    }
+                    Ok(None) => out.text = format!("🎫 **{case}** is no longer in the store."),
+                    Err(e) => {
+                        tracing::warn!(%case, "cannot render the suggestion yet: {e:#}");
+                        return None;
+                    }
+                }
+                out.render = None;
+                return Some(out);
+            }
+            None => return Some(msg.clone()),
         };
         let bot = Bot {
             shared: self.0.upgrade()?,

@@ -34,6 +34,7 @@ mod rooms;
 mod secret;
 mod sla;
 mod slack;
+mod store;
 mod suggest;
 
 pub use discord::{DISCORD_API, DiscordConfig};
@@ -48,6 +49,7 @@ pub use rooms::{Role, Roles, Rooms};
 pub use secret::Secret;
 pub use sla::{Calendar, Policy, SlaConfig, Warning};
 pub use slack::{SlackConfig, SlackMode};
+pub use store::StoreConfig;
 pub use suggest::SuggestConfig;
 
 // ---------------------------------------------------------------------------
@@ -74,6 +76,8 @@ struct RawConfig {
     oncall: oncall::RawOncall,
     #[serde(default)]
     outbound: outbound::RawOutbound,
+    #[serde(default)]
+    store: store::RawStore,
     matrix: Option<RawMatrix>,
     slack: Option<slack::RawSlack>,
     discord: Option<discord::RawDiscord>,
@@ -111,6 +115,7 @@ pub struct Config {
     pub sla: SlaConfig,
     pub oncall: OncallConfig,
     pub outbound: OutboundConfig,
+    pub store: StoreConfig,
     pub matrix: Option<MatrixConfig>,
     pub slack: Option<SlackConfig>,
     pub discord: Option<DiscordConfig>,
@@ -271,6 +276,7 @@ impl Validator<'_> {
         let oncall = self.oncall(raw.oncall, &team_tz);
         let sla = self.sla(raw.sla, &oncall);
         let outbound = self.outbound(raw.outbound);
+        let store = self.store(raw.store);
         let matrix = raw.matrix.filter(|m| m.enabled).map(|m| self.matrix(m));
         let slack = raw.slack.filter(|s| s.enabled).map(|s| self.slack(s));
         let discord = raw.discord.filter(|d| d.enabled).map(|d| self.discord(d));
@@ -291,6 +297,7 @@ impl Validator<'_> {
             sla,
             oncall,
             outbound,
+            store,
             matrix,
             slack,
             discord,

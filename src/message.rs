@@ -82,7 +82,7 @@ pub enum ThreadRef {
 }
 
 /// A message the bot sends. Written to the outbox before it is sent.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Outgoing {
     pub room: String,
     /// Markdown text.
@@ -132,11 +132,18 @@ pub struct Outgoing {
 }
 
 /// What the outbox renders at delivery time.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case", tag = "kind")]
 pub enum Render {
     /// The live card of a case: status, assignee, SLA, playbook, actions.
     Card { case: CaseId },
+    /// The suggestion posted in a new case's thread (checklist and draft
+    /// reply), rendered from the engine's verdict kept here: a few hundred
+    /// bytes in the outbox instead of the full text.
+    Suggestion {
+        case: CaseId,
+        suggestion: Box<crate::playbook::Suggestion>,
+    },
 }
 
 /// A one-click action on a message: a button on Slack and Discord, a

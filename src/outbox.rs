@@ -27,10 +27,8 @@ use tokio_util::task::TaskTracker;
 
 use crate::message::{Outgoing, ThreadRef};
 use crate::platform::{Platform, SendError};
-use crate::store::Store;
+use crate::store::{Durable, Store};
 
-/// How many of the newest outbox numbers a wake looks at.
-const SCAN_WINDOW: u64 = 4096;
 /// How often the whole outbox is scanned.
 const FULL_SCAN_EVERY: Duration = Duration::from_secs(5);
 
@@ -106,62 +104,74 @@ impl Outbox {
         let renderer = self.renderer.clone();
         let tracker2 = tracker.clone();
         tracker.spawn(async move {
-            let mut rooms: HashMap<String, mpsc::UnboundedSender<(u64, Outgoing)>> = HashMap::new();
+            let mut rooms: HashMap<String, mpsc::UnboundedSender<(u64, Outgoing, Durable)>> =
+                HashMap::new();
             // Messages handed to a room sender and not yet delivered. Batches
             // from concurrent writers can land out of number order, so this
             // is a set, not a high-water mark; an entry leaves it only when a
             // full scan shows the message is no longer pending.
             let mut dispatched: std::collections::BTreeSet<u64> = Default::default();
-            // A wake scans only the newest numbers (a window wide enough for
-            // out-of-order landings), so a long backlog in a slow room does
-            // not make every wake read the whole outbox; a full scan runs
-            // every few seconds to catch anything else.
-            let mut high = 0u64;
+            // A wake takes the messages the store handed over in memory
+            // since the last one (`take_fresh_outbox`), so it reads nothing
+            // from disk however long the backlog; a full scan runs at start,
+            // every few seconds, and whenever the hand-over overflowed, to
+            // catch anything else.
             let mut last_full: Option<std::time::Instant> = None;
             loop {
-                let full = last_full.is_none_or(|t| t.elapsed() >= FULL_SCAN_EVERY);
-                let from = if full {
-                    0
-                } else {
-                    high.saturating_sub(SCAN_WINDOW)
-                };
-                match store.outbox_seqs_from(from) {
-                    Ok(pending) => {
-                        if full {
+                let fresh = store.take_fresh_outbox();
+                // Taken after the hand-over, so it covers those messages.
+                let covered = store.covering();
+                let full =
+                    fresh.is_none() || last_full.is_none_or(|t| t.elapsed() >= FULL_SCAN_EVERY);
+                let mut batch: Vec<(u64, Option<Outgoing>)> = fresh
+                    .unwrap_or_default()
+                    .into_iter()
+                    .map(|(seq, m)| (seq, Some(m)))
+                    .collect();
+                if full {
+                    match store.outbox_seqs_from(0) {
+                        Ok(pending) => {
                             let still: std::collections::BTreeSet<u64> =
                                 pending.iter().copied().collect();
                             dispatched.retain(|s| still.contains(s));
                             last_full = Some(std::time::Instant::now());
+                            batch.extend(pending.into_iter().map(|seq| (seq, None)));
                         }
-                        for seq in pending {
-                            if dispatched.contains(&seq) {
+                        Err(e) => tracing::error!("cannot read the outbox: {e}"),
+                    }
+                }
+                batch.sort_by_key(|(seq, _)| *seq);
+                // A scanned message's writer may not have taken its flush
+                // ticket yet: those wait for a new flush.
+                let scanned = full.then(|| store.barrier());
+                for (seq, msg) in batch {
+                    if dispatched.contains(&seq) {
+                        continue;
+                    }
+                    let (msg, durable) = match msg {
+                        Some(m) => (m, covered.clone()),
+                        None => match store.outbox_message(seq) {
+                            Ok(Some(m)) => (m, scanned.clone().unwrap_or_else(|| store.barrier())),
+                            Ok(None) => continue,
+                            Err(e) => {
+                                tracing::error!(seq, "unreadable outbox message: {e}");
                                 continue;
                             }
-                            let msg = match store.outbox_message(seq) {
-                                Ok(Some(m)) => m,
-                                Ok(None) => continue,
-                                Err(e) => {
-                                    tracing::error!(seq, "unreadable outbox message: {e}");
-                                    continue;
-                                }
-                            };
-                            dispatched.insert(seq);
-                            high = high.max(seq);
-                            let tx = rooms.entry(msg.room.clone()).or_insert_with(|| {
-                                let (tx, rx) = mpsc::unbounded_channel();
-                                tracker2.spawn(room_sender(
-                                    store.clone(),
-                                    platform.clone(),
-                                    renderer.get().cloned(),
-                                    rx,
-                                    shutdown.clone(),
-                                ));
-                                tx
-                            });
-                            let _ = tx.send((seq, msg));
-                        }
-                    }
-                    Err(e) => tracing::error!("cannot read the outbox: {e}"),
+                        },
+                    };
+                    dispatched.insert(seq);
+                    let tx = rooms.entry(msg.room.clone()).or_insert_with(|| {
+                        let (tx, rx) = mpsc::unbounded_channel();
+                        tracker2.spawn(room_sender(
+                            store.clone(),
+                            platform.clone(),
+                            renderer.get().cloned(),
+                            rx,
+                            shutdown.clone(),
+                        ));
+                        tx
+                    });
+                    let _ = tx.send((seq, msg, durable));
                 }
                 tokio::select! {
                     _ = shutdown.cancelled() => return,
@@ -192,7 +202,7 @@ async fn room_sender(
     store: Store,
     platform: Arc<dyn Platform>,
     renderer: Option<Arc<dyn Renderer>>,
-    mut rx: mpsc::UnboundedReceiver<(u64, Outgoing)>,
+    mut rx: mpsc::UnboundedReceiver<(u64, Outgoing, Durable)>,
     shutdown: CancellationToken,
 ) {
     let mut edits: HashMap<String, PendingEdit> = HashMap::new();
@@ -205,7 +215,7 @@ async fn room_sender(
         tokio::select! {
             _ = shutdown.cancelled() => return,
             m = rx.recv() => {
-                let Some((seq, msg)) = m else { return };
+                let Some((seq, msg, durable)) = m else { return };
                 if let Some(key) = msg.edits.clone() {
                     let now = Instant::now();
                     let earliest = last.get(&key).map_or(now, |(t, _)| *t + EDIT_INTERVAL).max(now);
@@ -228,7 +238,7 @@ async fn room_sender(
                         return;
                     }
                 };
-                if !deliver(&store, &*platform, seq, &rendered, &shutdown).await {
+                if !deliver(&store, &*platform, seq, &rendered, &durable, &shutdown).await {
                     return;
                 }
                 if let Some(key) = &msg.record_as {
@@ -367,6 +377,7 @@ async fn deliver(
     platform: &dyn Platform,
     seq: u64,
     msg: &Outgoing,
+    durable: &Durable,
     shutdown: &CancellationToken,
 ) -> bool {
     let txn = store.txn_id(seq);
@@ -400,8 +411,13 @@ async fn deliver(
             },
         };
         // Only what is on disk goes out: a message about a case that a
-        // crash could still lose is never posted.
-        if let Err(e) = store.barrier().wait_async().await {
+        // crash could still lose is never posted. (`durable` covers the
+        // write that queued it; a failed flush is retried with a new one.)
+        let flushed = match durable.wait_async().await {
+            Ok(()) => Ok(()),
+            Err(_) => store.barrier().wait_async().await,
+        };
+        if let Err(e) = flushed {
             tracing::error!("outbox: {e}");
             if sleep_or_stop(backoff, shutdown).await {
                 return false;

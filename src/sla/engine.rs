@@ -19,7 +19,15 @@
 //!
 //! At start the engine loads every open case, plus every case listed in the
 //! store's SLA due index (`Store::set_due`), where it keeps one entry per
-//! open alert, keyed by the time the alert opened. That is how an alert
+//! open alert, keyed by the time the alert opened. An open case's plan (its
+//! next instant and targets) is persisted whenever it is made
+//! (`Store::put_sla_plan`), tagged with the number of events it was made
+//! from; at start a plan whose number matches the case's (kept in the
+//! store's status index, written with every change) and that was made
+//! under the same SLA settings is armed as it is, so a restart reads no
+//! histories except of cases with open alerts or stale plans. A plan only
+//! says when to look again: firing re-reads the history, so a stale or lost
+//! plan can make a case be looked at early, never fire twice. That is how an alert
 //! whose case was resolved while the bot was down still gets closed. Alert
 //! numbers come from a counter persisted in blocks: a crash may skip a few
 //! numbers, but never reuses one.
@@ -41,7 +49,7 @@ use crate::case::{Case, CaseId, EventKind};
 use crate::config::PageTarget;
 use crate::message::{self, ActionKind, ActionStyle, Outgoing, ThreadRef, root_key};
 use crate::outbox::Outbox;
-use crate::store::{CaseFilter, Store};
+use crate::store::Store;
 
 /// How many cases fire at once (blocking threads, mostly parked waiting for
 /// a disk flush). Many concurrent firings share each flush of the store's
@@ -55,6 +63,9 @@ const STRIPES: usize = 256;
 const ALERT_HW_KEY: &str = "sla:alert_hw";
 /// Alert numbers are reserved (persisted) this many at a time.
 const ALERT_BLOCK: u64 = 16;
+/// Store state key of the fingerprint of the SLA settings the persisted
+/// plans were made under.
+const PLANS_SETTINGS_KEY: &str = "sla:plans_settings";
 /// When writing a firing fails (disk trouble), try again after this.
 const RETRY: SignedDuration = SignedDuration::from_secs(5);
 
@@ -196,12 +207,35 @@ impl Sla {
         let events = self.shared.store.events(id)?;
         if events.is_empty() {
             self.install(id, &Plan::default());
+            self.shared.store.put_sla_plan(id, None)?;
             return Ok(None);
         }
         let tl = Timeline::build(id, &events).map_err(anyhow::Error::msg)?;
         let p = plan(&tl, &self.shared.settings, self.shared.clock.now());
         self.install(id, &p);
+        self.persist(&tl, events.len(), &p)?;
         Ok(Some(tl))
+    }
+
+    /// Persists an open case's plan (see the module docs); removes it for
+    /// a case that is no longer open.
+    fn persist(&self, tl: &Timeline, events: usize, p: &Plan) -> anyhow::Result<()> {
+        let id = tl.case.id;
+        if tl.case.status.is_open() {
+            let bytes = encode_plan(events as u32, p);
+            self.shared.store.put_sla_plan(id, Some(&bytes))?;
+        } else {
+            self.shared.store.put_sla_plan(id, None)?;
+        }
+        Ok(())
+    }
+
+    /// A fingerprint of the settings plans depend on.
+    fn settings_fingerprint(&self) -> String {
+        use sha2::Digest as _;
+        let s = &self.shared.settings;
+        let text = format!("{:?}\n{:?}", s.sla, s.oncall.escalations);
+        hex::encode(&sha2::Sha256::digest(text.as_bytes())[..16])
     }
 
     /// Replaces a case's timer and summary.
@@ -253,14 +287,46 @@ impl Sla {
         for (t, id) in store.due_before(Timestamp::MAX)? {
             indexed.entry(id).or_default().push(t);
         }
-        let mut ids: BTreeSet<CaseId> = store
-            .cases(&CaseFilter {
-                open_only: true,
-                ..Default::default()
-            })?
-            .into_iter()
-            .map(|c| c.id)
-            .collect();
+        let open = store.open_case_events()?;
+        // Persisted plans, when made under these settings.
+        let fingerprint = self.settings_fingerprint();
+        let same_settings = store
+            .get_state(PLANS_SETTINGS_KEY)?
+            .is_some_and(|v| v == fingerprint.as_bytes());
+        let mut plans: HashMap<CaseId, Vec<u8>> = HashMap::new();
+        if same_settings {
+            for kv in store.sla_plans() {
+                let (id, v) = kv?;
+                plans.insert(id, v);
+            }
+        }
+        let mut ids: BTreeSet<CaseId> = BTreeSet::new();
+        let mut armed = 0usize;
+        for (id, events) in open {
+            let current = plans
+                .remove(&id)
+                .and_then(|v| decode_plan(&v))
+                .filter(|(n, p)| {
+                    Some(*n) == events
+                        && p.targets.iter().all(|t| t.alert.is_none())
+                        && !indexed.contains_key(&id)
+                });
+            match current {
+                Some((_, p)) => {
+                    self.install(id, &p);
+                    armed += 1;
+                }
+                None => {
+                    ids.insert(id);
+                }
+            }
+        }
+        drop(plans);
+        tracing::info!(
+            from_plans = armed,
+            replayed = ids.len(),
+            "SLA: open cases armed from persisted plans; the rest replay their histories"
+        );
         ids.extend(indexed.keys().copied());
         let mut max_alert = 0;
         for id in &ids {
@@ -293,6 +359,10 @@ impl Sla {
             for t in open.iter().filter(|o| !have.iter().any(|t| ms(o) == ms(t))) {
                 store.set_due(*id, None, Some(*t))?;
             }
+        }
+        if !same_settings {
+            // Every open case was re-planned (and its plan persisted) above.
+            store.put_state(PLANS_SETTINGS_KEY, fingerprint.as_bytes())?;
         }
         let next = hw.max(max_alert + 1).max(1);
         *self
@@ -454,6 +524,7 @@ impl Sla {
         let p = plan(&tl, &self.shared.settings, now);
         if p.actions.is_empty() {
             self.install(id, &p);
+            self.persist(&tl, events.len(), &p)?;
             return Ok(());
         }
         let mut fx = self.effects(&tl, &p.actions, now)?;
@@ -979,6 +1050,125 @@ impl Sla {
 }
 
 /// The buttons on an alert or page: acknowledge, or snooze for 15 minutes.
+/// A persisted plan: the number of events it was made from, the next
+/// instant and the targets, in a fixed binary layout (~40 bytes a target;
+/// read for every open case at start, so no JSON).
+fn encode_plan(events: u32, p: &Plan) -> Vec<u8> {
+    fn ts(out: &mut Vec<u8>, t: Option<Timestamp>) {
+        match t {
+            Some(t) => {
+                out.push(1);
+                out.extend_from_slice(&t.as_second().to_be_bytes());
+                out.extend_from_slice(&t.subsec_nanosecond().to_be_bytes());
+            }
+            None => out.push(0),
+        }
+    }
+    let mut out = Vec::with_capacity(16 + p.targets.len() * 48);
+    out.extend_from_slice(&events.to_be_bytes());
+    ts(&mut out, p.next);
+    out.push(p.targets.len() as u8);
+    for t in &p.targets {
+        out.push(match t.target {
+            Target::FirstResponse => 0,
+            Target::NextResponse => 1,
+            Target::Resolution => 2,
+        });
+        ts(&mut out, t.due);
+        match t.paused_left {
+            Some(d) => {
+                out.push(1);
+                out.extend_from_slice(&d.as_secs().to_be_bytes());
+                out.extend_from_slice(&d.subsec_nanos().to_be_bytes());
+            }
+            None => out.push(0),
+        }
+        ts(&mut out, t.risk_at);
+        match t.alert {
+            Some((a, acked)) => {
+                out.push(1 + u8::from(acked));
+                out.extend_from_slice(&a.0.to_be_bytes());
+            }
+            None => out.push(0),
+        }
+    }
+    out
+}
+
+/// Reads [`encode_plan`]'s layout; `None` when it does not parse (the
+/// case is then re-planned from its history).
+fn decode_plan(v: &[u8]) -> Option<(u32, Plan)> {
+    struct R<'a>(&'a [u8]);
+    impl R<'_> {
+        fn take<const N: usize>(&mut self) -> Option<[u8; N]> {
+            let (a, rest) = self.0.split_first_chunk::<N>()?;
+            self.0 = rest;
+            Some(*a)
+        }
+        fn u8(&mut self) -> Option<u8> {
+            self.take::<1>().map(|[b]| b)
+        }
+        fn ts(&mut self) -> Option<Option<Timestamp>> {
+            match self.u8()? {
+                0 => Some(None),
+                1 => {
+                    let s = i64::from_be_bytes(self.take()?);
+                    let ns = i32::from_be_bytes(self.take()?);
+                    Timestamp::new(s, ns).ok().map(Some)
+                }
+                _ => None,
+            }
+        }
+    }
+    let mut r = R(v);
+    let events = u32::from_be_bytes(r.take()?);
+    let next = r.ts()?;
+    let n = r.u8()?;
+    let mut targets = Vec::with_capacity(n as usize);
+    for _ in 0..n {
+        let target = match r.u8()? {
+            0 => Target::FirstResponse,
+            1 => Target::NextResponse,
+            2 => Target::Resolution,
+            _ => return None,
+        };
+        let due = r.ts()?;
+        let paused_left = match r.u8()? {
+            0 => None,
+            1 => {
+                let s = i64::from_be_bytes(r.take()?);
+                let ns = i32::from_be_bytes(r.take()?);
+                Some(SignedDuration::new(s, ns))
+            }
+            _ => return None,
+        };
+        let risk_at = r.ts()?;
+        let alert = match r.u8()? {
+            0 => None,
+            k @ (1 | 2) => Some((AlertId(u64::from_be_bytes(r.take()?)), k == 2)),
+            _ => return None,
+        };
+        targets.push(TargetSla {
+            target,
+            due,
+            paused_left,
+            risk_at,
+            alert,
+        });
+    }
+    if !r.0.is_empty() {
+        return None;
+    }
+    Some((
+        events,
+        Plan {
+            actions: Vec::new(),
+            next,
+            targets,
+        },
+    ))
+}
+
 fn alert_actions(alert: AlertId) -> Vec<message::Action> {
     vec![
         message::Action::new(ActionKind::Ack { alert }, "Ack", ActionStyle::Primary),

@@ -139,6 +139,24 @@ impl GroupCommit {
     }
 }
 
+impl GroupCommit {
+    /// A ticket covering every write whose ticket was already taken,
+    /// without asking for a new flush (resolves at once when those are on
+    /// disk already).
+    pub(super) fn covering(&self) -> Durable {
+        let ticket = self
+            .inner
+            .state
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .written;
+        Durable {
+            inner: self.inner.clone(),
+            ticket,
+        }
+    }
+}
+
 impl Drop for GroupCommit {
     fn drop(&mut self) {
         self.inner

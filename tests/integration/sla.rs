@@ -443,6 +443,48 @@ async fn the_same_across_restarts_between_warning_and_breach() {
     h.stop().await;
 }
 
+/// Regression for issue 15: timers come from the persisted plans at
+/// start, not from replaying every history. A deadline missed while down
+/// still fires exactly once, also when the plan is stale or unreadable.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_persisted_plan_fires_a_missed_deadline_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let fake = Arc::new(FakePlatform::new());
+    let clock = Clock::manual(start());
+    let h = SlaHarness::start(dir.path(), fake.clone(), clock.clone()).await;
+    p1_case(&h).await;
+    h.at(at(2, 0)).await;
+    let plans: Vec<_> = h.store.sla_plans().map(|p| p.unwrap().0).collect();
+    assert_eq!(plans, vec![CaseId(1)]);
+    h.stop().await;
+    // The next start arms the case from its plan.
+    let h = SlaHarness::start(dir.path(), fake.clone(), clock.clone()).await;
+    h.stop().await;
+
+    // Down from minute 2 to 13: past the warning and the breach.
+    clock.set(at(13, 0));
+    let h = SlaHarness::start(dir.path(), fake.clone(), clock.clone()).await;
+    h.at(at(13, 0)).await;
+    let sent = h.sent();
+    assert_eq!(alerts(&sent).len(), 1, "{sent:#?}");
+    assert!(warnings(&sent).is_empty(), "{sent:#?}");
+    h.stop().await;
+
+    // A plan that does not match the history (a crash lost the newer one)
+    // or does not parse is not trusted: nothing fires twice.
+    for stale in [&b"\0\0\0\x03\0\0"[..], b"garbage"] {
+        let store = Store::open(dir.path()).unwrap();
+        store.put_sla_plan(CaseId(1), Some(stale)).unwrap();
+        store.flush().unwrap();
+        drop(store);
+        let h = SlaHarness::start(dir.path(), fake.clone(), clock.clone()).await;
+        h.at(at(14, 0)).await;
+        assert_eq!(alerts(&h.sent()).len(), 1);
+        assert!(warnings(&h.sent()).is_empty());
+        h.stop().await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_deadline_passed_while_down_fires_once_right_after_start() {
     let dir = tempfile::tempdir().unwrap();
