@@ -28,9 +28,9 @@ use crate::lang::Lang;
 
 mod matrix;
 mod outbound;
+use matrix::RawMatrix;
 pub use matrix::{E2eeConfig, MatrixConfig};
 pub use outbound::OutboundConfig;
-use matrix::RawMatrix;
 
 /// One problem in the config file.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -1289,7 +1289,6 @@ impl Validator<'_> {
             events_max_body_bytes,
         }
     }
-
 }
 
 /// Parses durations such as `90s`, `15m`, `4h`, `1h 30m`, `2d`.

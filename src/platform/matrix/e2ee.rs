@@ -24,10 +24,14 @@
 //! excludes insecure devices).
 
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use anyhow::{Context, bail};
+use matrix_sdk::config::{SyncSettings, SyncToken};
 use matrix_sdk::encryption::recovery::RecoveryState;
 use matrix_sdk::encryption::{BackupDownloadStrategy, EncryptionSettings};
+use matrix_sdk::ruma::api::client::filter::FilterDefinition;
+use matrix_sdk::ruma::api::client::sync::sync_events::v3::Filter;
 use matrix_sdk::ruma::api::client::uiaa;
 use matrix_sdk::{Client, ClientBuilder};
 use matrix_sdk_base::crypto::CollectStrategy;
@@ -107,6 +111,9 @@ pub(super) async fn ensure_identity(
         .is_some_and(|s| s.is_complete());
     let mut new_key = None;
     if !complete {
+        // A new device's keys are uploaded by the SDK around a sync; they
+        // must be on the server before the identity can sign the device.
+        flush(client).await?;
         let published = encryption
             .request_user_identity(&user_id)
             .await
@@ -128,7 +135,9 @@ pub(super) async fn ensure_identity(
                         key.var
                     )
                 })?;
-            info!("recovered the cross-signing identity with the recovery key; this device is cross-signed");
+            info!(
+                "recovered the cross-signing identity with the recovery key; this device is cross-signed"
+            );
         } else {
             bootstrap_cross_signing(client, config, &user_id).await?;
             info!("created the bot's cross-signing identity");
@@ -140,6 +149,15 @@ pub(super) async fn ensure_identity(
         // half-way. Finish it.
         new_key = Some(enable_recovery(client).await?);
     }
+    if !complete || new_key.is_some() {
+        // Send what is pending, then read our device back with its new
+        // signatures.
+        flush(client).await?;
+        encryption
+            .request_user_identity(&user_id)
+            .await
+            .context("reading back the bot's cross-signing identity")?;
+    }
     let own = encryption
         .get_own_device()
         .await
@@ -148,6 +166,23 @@ pub(super) async fn ensure_identity(
         bail!("the bot's device is not cross-signed by its account after setting up its identity");
     }
     Ok(new_key)
+}
+
+/// Sends the SDK's pending crypto requests (key uploads, signature
+/// uploads, key queries) with a sync that asks for nothing else and does
+/// not wait. Our own sync token is not touched.
+async fn flush(client: &Client) -> anyhow::Result<()> {
+    // No token: an initial sync filtered down to nothing. Reusing the
+    // SDK's last token here made the next real sync skip the events since.
+    let settings = SyncSettings::new()
+        .token(SyncToken::NoToken)
+        .timeout(Duration::ZERO)
+        .filter(Filter::FilterDefinition(FilterDefinition::ignore_all()));
+    client
+        .sync_once(settings)
+        .await
+        .context("uploading the bot's device keys")?;
+    Ok(())
 }
 
 /// Uploads a new cross-signing identity; answers the homeserver's
@@ -237,10 +272,14 @@ pub struct E2eeStatus {
 /// Records the identity state for `caseroom check`; best effort.
 pub(super) async fn write_status(client: &Client, dir: &Path) {
     let encryption = client.encryption();
-    let cross_signed = matches!(encryption.get_own_device().await, Ok(Some(d)) if d.is_cross_signed_by_owner());
+    let cross_signed =
+        matches!(encryption.get_own_device().await, Ok(Some(d)) if d.is_cross_signed_by_owner());
     let status = E2eeStatus {
         user_id: client.user_id().map(|u| u.to_string()).unwrap_or_default(),
-        device_id: client.device_id().map(|d| d.to_string()).unwrap_or_default(),
+        device_id: client
+            .device_id()
+            .map(|d| d.to_string())
+            .unwrap_or_default(),
         cross_signed,
         backup: encryption.backups().are_enabled().await,
         recovery: format!("{:?}", encryption.recovery().state()),

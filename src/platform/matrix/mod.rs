@@ -381,6 +381,7 @@ impl MatrixPlatform {
         let mut parked_changed = self.retry_undecrypted(tx).await?;
         for (room_id, update) in &response.rooms.joined {
             let timeline = &update.timeline;
+            debug!(room = %room_id, events = timeline.events.len(), limited = timeline.limited, "sync: room update");
             let mut events: Vec<Raw<AnySyncTimelineEvent>> = Vec::new();
             let joined_here = timeline
                 .events
@@ -501,7 +502,9 @@ impl MatrixPlatform {
     fn load_undecrypted(&self) -> Vec<Undecrypted> {
         match self.store.get_state(UTD_KEY) {
             Ok(Some(bytes)) if !bytes.is_empty() => serde_json::from_slice(&bytes)
-                .inspect_err(|e| warn!(error = %e, "ignoring an unreadable list of undecrypted events"))
+                .inspect_err(
+                    |e| warn!(error = %e, "ignoring an unreadable list of undecrypted events"),
+                )
                 .unwrap_or_default(),
             Ok(_) => Vec::new(),
             Err(e) => {
@@ -978,7 +981,10 @@ async fn login(
         match (&saved, e2ee::store_present(c.dir)) {
             (Some(session), false) => {
                 if c.config.recovery_key.is_none() {
-                    bail!(e2ee::missing_store_error(c.dir, session.meta.device_id.as_str()));
+                    bail!(e2ee::missing_store_error(
+                        c.dir,
+                        session.meta.device_id.as_str()
+                    ));
                 }
                 if config.password.is_none() {
                     bail!(
