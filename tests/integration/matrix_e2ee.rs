@@ -19,7 +19,8 @@ use matrix_sdk::config::SyncSettings;
 use matrix_sdk::deserialized_responses::EncryptionInfo;
 use matrix_sdk::ruma::api::client::message::get_message_events;
 use matrix_sdk::ruma::api::client::uiaa;
-use matrix_sdk::ruma::events::relation::Thread;
+use matrix_sdk::ruma::events::reaction::ReactionEventContent;
+use matrix_sdk::ruma::events::relation::{Annotation, Thread};
 use matrix_sdk::ruma::events::room::message::{
     OriginalSyncRoomMessageEvent, Relation, RoomMessageEventContent,
 };
@@ -43,6 +44,8 @@ struct Seen {
     sender: String,
     body: String,
     thread: Option<String>,
+    /// The event an edit (`m.replace`) replaces, and its new text.
+    edit: Option<(String, String)>,
     ts: i64,
     encrypted: bool,
 }
@@ -112,12 +115,20 @@ impl Person {
                         Some(Relation::Thread(t)) => Some(t.event_id.to_string()),
                         _ => None,
                     };
+                    let edit = match &ev.content.relates_to {
+                        Some(Relation::Replacement(r)) => Some((
+                            r.event_id.to_string(),
+                            r.new_content.msgtype.body().to_owned(),
+                        )),
+                        _ => None,
+                    };
                     seen.lock().unwrap().push(Seen {
                         room: room.room_id().to_owned(),
                         id: ev.event_id.to_string(),
                         sender: ev.sender.to_string(),
                         body: ev.content.body().to_owned(),
                         thread,
+                        edit,
                         ts: u64::from(ev.origin_server_ts.0) as i64,
                         encrypted: info.is_some(),
                     });
@@ -387,11 +398,32 @@ async fn escalate_claim_resolve_and_restart_in_encrypted_rooms() {
         .await
         .expect("the message sent while down is answered after the restart");
     assert_eq!(device_in(dir.path()), device, "same device after restart");
-    let (_, ts) = agent.say(&team, "!resolve", t).await;
+    // ✅ on the card resolves the case: an encrypted reaction on an
+    // encrypted message; the card (an encrypted `m.replace`) follows.
+    let ts = agent.seen().last().map_or(0, |s| s.ts);
+    agent
+        .client
+        .get_room(&team)
+        .unwrap()
+        .send(ReactionEventContent::new(Annotation::new(
+            root.id.parse().unwrap(),
+            "✅".to_owned(),
+        )))
+        .await
+        .expect("react");
     agent
         .wait_for(&team, &bot, ts, 30, |s| s.body.contains("resolved"))
         .await
-        .expect("resolve answered after the restart");
+        .expect("the reaction resolves the case after the restart");
+    let card = agent
+        .wait_for(&team, &bot, ts, 30, |s| {
+            s.edit
+                .as_ref()
+                .is_some_and(|(target, text)| target == &root.id && text.contains("resolved"))
+        })
+        .await
+        .expect("the card is edited to resolved");
+    assert!(card.encrypted, "the card edit is encrypted");
     // No second answer to the message sent while down.
     tokio::time::sleep(Duration::from_secs(2)).await;
     let answers = agent

@@ -233,6 +233,7 @@ pub(super) fn announce(key: &str, e2ee: &E2eeConfig) {
         .map_or("the variable named by matrix.recovery_key_env", |k| {
             k.var.as_str()
         });
+    // Not `tracing`: the key must never reach log files.
     eprintln!(
         "\n==== caseroom: Matrix recovery key (shown once) ====\n{key}\n\
          Keep it as a secret now, e.g. in {var}. It restores the bot's\n\
