@@ -291,6 +291,18 @@ fn check(config: &Path) -> Result<i32> {
             None
         }
     };
+    #[cfg(feature = "matrix")]
+    if let Some(c) = &cfg
+        && let Some(m) = &c.matrix
+        && m.e2ee.is_some()
+    {
+        // Store present, identity cross-signed, backup on.
+        for line in
+            crate::platform::matrix::e2ee_report(&c.data_dir, &m.homeserver, m.e2ee.as_ref())
+        {
+            eprintln!("{line}");
+        }
+    }
     let playbooks_dir = cfg
         .as_ref()
         .map(|c| c.suggest.playbooks_dir.clone())

@@ -28,6 +28,7 @@ use crate::lang::Lang;
 mod discord;
 mod error;
 mod http;
+mod matrix;
 mod oncall;
 mod outbound;
 mod rooms;
@@ -41,6 +42,8 @@ pub use discord::{DISCORD_API, DiscordConfig};
 pub use error::{ConfigError, ConfigErrors};
 use error::{key_at, line_of};
 pub use http::HttpConfig;
+use matrix::RawMatrix;
+pub use matrix::{E2eeConfig, MatrixConfig};
 pub use oncall::{
     Escalation, OncallConfig, PageTarget, Rotation, Schedule, Shift, ShiftLength, Step,
 };
@@ -83,19 +86,6 @@ struct RawConfig {
     discord: Option<discord::RawDiscord>,
 }
 
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawMatrix {
-    #[serde(default)]
-    enabled: bool,
-    homeserver: Spanned<String>,
-    user_id: Spanned<String>,
-    password_env: Option<Spanned<String>>,
-    access_token_env: Option<Spanned<String>>,
-    #[serde(default)]
-    invite_from: Vec<String>,
-}
-
 // ---------------------------------------------------------------------------
 // Stage two: validated configuration.
 
@@ -133,16 +123,6 @@ pub enum Secrets {
     Required,
     /// Offline commands (`check`, `case`, `export`, `import`, ...).
     Optional,
-}
-
-#[derive(Debug, Clone)]
-pub struct MatrixConfig {
-    pub homeserver: String,
-    pub user_id: String,
-    pub password: Option<Secret>,
-    pub access_token: Option<Secret>,
-    /// Users whose invites the bot accepts, besides invites to configured rooms.
-    pub invite_from: Vec<String>,
 }
 
 impl Config {
@@ -349,54 +329,6 @@ impl Validator<'_> {
                 self.error(Some(s.span()), key, e);
                 None
             }
-        }
-    }
-
-    fn matrix(&mut self, m: RawMatrix) -> MatrixConfig {
-        if !m.homeserver.get_ref().starts_with("http://")
-            && !m.homeserver.get_ref().starts_with("https://")
-        {
-            self.error(
-                Some(m.homeserver.span()),
-                "matrix.homeserver",
-                "must be a URL starting with https:// (or http:// for a local server)",
-            );
-        }
-        let user = m.user_id.get_ref();
-        if !user.starts_with('@') || !user.contains(':') {
-            self.error(
-                Some(m.user_id.span()),
-                "matrix.user_id",
-                format!("`{user}` is not a Matrix user id like @caseroom:example.org"),
-            );
-        }
-        // An access token wins when both are named; the password is only
-        // needed when neither a token nor a saved session exists.
-        let access_token = m.access_token_env.as_ref().and_then(|v| {
-            (self.env)(v.get_ref())
-                .filter(|s| !s.is_empty())
-                .map(|s| Secret::new(v.get_ref(), s))
-        });
-        let password = match (&m.password_env, &access_token) {
-            (Some(v), None) => Some(self.secret(v, "matrix.password_env")),
-            (Some(v), Some(_)) => (self.env)(v.get_ref()).map(|s| Secret::new(v.get_ref(), s)),
-            (None, None) => {
-                let span = m.access_token_env.as_ref().map(|v| v.span());
-                self.error(
-                    span,
-                    "matrix",
-                    "set password_env or access_token_env (naming a set environment variable)",
-                );
-                None
-            }
-            (None, Some(_)) => None,
-        };
-        MatrixConfig {
-            homeserver: m.homeserver.into_inner(),
-            user_id: m.user_id.into_inner(),
-            password,
-            access_token,
-            invite_from: m.invite_from,
         }
     }
 }

@@ -181,6 +181,9 @@ struct Shared {
     /// numbers never repeat across data dirs on one chat account.
     instance: String,
     commit: GroupCommit,
+    /// The data dir, so adapters can keep their own files next to ours
+    /// (the Matrix crypto store).
+    dir: std::path::PathBuf,
 }
 
 impl Store {
@@ -257,8 +260,14 @@ impl Store {
                 next_outbound: AtomicU64::new(next_outbound),
                 outbound_types: std::sync::RwLock::new(Vec::new()),
                 instance,
+                dir: dir.to_owned(),
             }),
         })
+    }
+
+    /// The data dir this store lives in.
+    pub fn dir(&self) -> &Path {
+        &self.shared.dir
     }
 
     fn db(&self) -> &sled::Db {

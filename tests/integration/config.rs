@@ -127,7 +127,7 @@ fn missing_secret_names_the_variable() {
         "[matrix]\n# Run the Matrix adapter.\nenabled = false",
         "[matrix]\n# Run the Matrix adapter.\nenabled = true",
     );
-    let msg = one_error(&src, &[]);
+    let msg = one_error(&src, &[("CASEROOM_MATRIX_STORE_PASSPHRASE", "store-pw")]);
     let line = line_of(&src, "password_env = \"CASEROOM_MATRIX_PASSWORD\"");
     assert_eq!(
         msg,
@@ -136,10 +136,17 @@ fn missing_secret_names_the_variable() {
         )
     );
     // With the variable set, it loads and the secret never shows in Debug.
-    let cfg = parse(&src, &[("CASEROOM_MATRIX_PASSWORD", "s3cret-pw")]).unwrap();
+    let cfg = parse(
+        &src,
+        &[
+            ("CASEROOM_MATRIX_PASSWORD", "s3cret-pw"),
+            ("CASEROOM_MATRIX_STORE_PASSPHRASE", "store-pw"),
+        ],
+    )
+    .unwrap();
     let dbg = format!("{cfg:?}");
     assert!(
-        !dbg.contains("s3cret-pw"),
+        !dbg.contains("s3cret-pw") && !dbg.contains("store-pw"),
         "secret leaked into Debug output"
     );
     assert_eq!(cfg.matrix.unwrap().password.unwrap().expose(), "s3cret-pw");
@@ -239,9 +246,19 @@ fn matrix_example_config_is_valid() {
             .contains("CASEROOM_MATRIX_PASSWORD is not set"),
         "{errs}"
     );
-    let cfg = parse(&src, &[("CASEROOM_MATRIX_PASSWORD", "pw")]).unwrap();
+    let cfg = parse(
+        &src,
+        &[
+            ("CASEROOM_MATRIX_PASSWORD", "pw"),
+            ("CASEROOM_MATRIX_STORE_PASSPHRASE", "store-pw"),
+        ],
+    )
+    .unwrap();
     let m = cfg.matrix.expect("matrix enabled");
     assert_eq!(m.user_id, "@caseroom:example.org");
+    let e2ee = m.e2ee.expect("encryption is on by default");
+    assert_eq!(e2ee.store_passphrase.expose(), "store-pw");
+    assert!(e2ee.recovery_key.is_none(), "only a lost store needs it");
     assert_eq!(cfg.rooms.intake, ["#support-intake:example.org"]);
     assert!(
         cfg.roles
@@ -378,6 +395,7 @@ async fn two_chat_platforms_at_once_are_refused() {
         &src,
         &[
             ("CASEROOM_MATRIX_PASSWORD", "x"),
+            ("CASEROOM_MATRIX_STORE_PASSPHRASE", "x"),
             ("CASEROOM_DISCORD_TOKEN", "x"),
         ],
     )
@@ -393,4 +411,26 @@ async fn two_chat_platforms_at_once_are_refused() {
         err.contains("more than one chat platform is enabled (matrix, discord)"),
         "{err}"
     );
+}
+
+/// Encrypted rooms need the crypto store's passphrase; `encryption = false`
+/// is the way to run without one.
+#[test]
+fn matrix_encryption_needs_a_store_passphrase() {
+    let src = shipped().replace(
+        "[matrix]\n# Run the Matrix adapter.\nenabled = false",
+        "[matrix]\n# Run the Matrix adapter.\nenabled = true",
+    );
+    let without = src.replace(
+        "store_passphrase_env = \"CASEROOM_MATRIX_STORE_PASSPHRASE\"\n",
+        "",
+    );
+    let msg = one_error(&without, &[("CASEROOM_MATRIX_PASSWORD", "pw")]);
+    assert!(
+        msg.contains("matrix.store_passphrase_env") && msg.contains("encryption = false"),
+        "{msg}"
+    );
+    let plain = without.replace("encryption = true", "encryption = false");
+    let cfg = parse(&plain, &[("CASEROOM_MATRIX_PASSWORD", "pw")]).unwrap();
+    assert!(cfg.matrix.unwrap().e2ee.is_none());
 }

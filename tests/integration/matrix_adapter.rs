@@ -16,7 +16,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use caseroom::config::{MatrixConfig, Rooms, Secret};
+use caseroom::config::{E2eeConfig, MatrixConfig, Rooms, Secret};
 use caseroom::message::{Incoming, IncomingKind, Outgoing};
 use caseroom::platform::matrix::{DEVICE_NAME, MatrixPlatform, SYNC_TOKEN_KEY};
 use caseroom::platform::{Platform, SendError};
@@ -118,7 +118,9 @@ impl Synapse {
         client
     }
 
-    /// Config for a bot logging in as `user_id` with a password.
+    /// Config for a bot logging in as `user_id` with a password, with
+    /// end-to-end encryption on (the default), so plain rooms are tested
+    /// through the encrypting client too.
     pub fn bot_config(&self, user_id: &str, password: &str) -> MatrixConfig {
         MatrixConfig {
             homeserver: self.url.clone(),
@@ -126,6 +128,10 @@ impl Synapse {
             password: Some(Secret::new("TEST_MATRIX_PASSWORD", password)),
             access_token: None,
             invite_from: Vec::new(),
+            e2ee: Some(E2eeConfig {
+                store_passphrase: Secret::new("TEST_MATRIX_STORE_PASSPHRASE", "test-store-pw"),
+                recovery_key: None,
+            }),
         }
     }
 }
@@ -728,6 +734,10 @@ async fn access_token_login_and_revoked_session() {
     let minted = hs.login(&bot_id, "botpass").await;
     let session = minted.matrix_auth().session().unwrap();
     let mut config = hs.bot_config(&bot_id, "botpass");
+    // The token's device already belongs to another (encrypting) client,
+    // and a revoked session cannot keep its crypto store: this is the
+    // `encryption = false` path.
+    config.e2ee = None;
     config.password = None;
     config.access_token = Some(Secret::new(
         "TEST_MATRIX_TOKEN",

@@ -23,6 +23,7 @@ fn start(config: &std::path::Path, password: &str) -> Child {
         .current_dir(root())
         .args(["--config", config.to_str().unwrap(), "run"])
         .env("CASEROOM_MATRIX_PASSWORD", password)
+        .env("CASEROOM_MATRIX_STORE_PASSPHRASE", "crash-store-pw")
         .env("CASEROOM_WEBHOOK_SECRET", SECRET)
         .env("RUST_LOG", "warn")
         .stdin(Stdio::null())

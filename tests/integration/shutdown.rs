@@ -398,6 +398,7 @@ mod matrix {
             &["--config", cfg_path.to_str().unwrap(), "run"],
             &[
                 ("CASEROOM_MATRIX_PASSWORD", "botpass"),
+                ("CASEROOM_MATRIX_STORE_PASSPHRASE", "shutdown-store-pw"),
                 ("CASEROOM_WEBHOOK_SECRET", SECRET),
                 ("NO_PROXY", "127.0.0.1,localhost"),
             ],

@@ -1,31 +1,43 @@
-//! The Matrix adapter: the only module that imports matrix-sdk.
+//! The Matrix adapter: the only module (with its `e2ee` child) that imports
+//! matrix-sdk.
 //!
-//! matrix-sdk is built without its sqlite store and without end-to-end
-//! encryption, so everything the SDK knows lives in memory. What must
-//! survive a restart is kept in our [`Store`] instead:
+//! What must survive a restart is kept in our [`Store`]:
 //!
-//! | key                 | value                                           |
-//! |---------------------|-------------------------------------------------|
-//! | `matrix:session`    | the login (user id, device id, access token)    |
-//! | `matrix:sync_token` | where the last handled `/sync` response ended   |
+//! | key                  | value                                          |
+//! |----------------------|------------------------------------------------|
+//! | `matrix:session`     | the login (user id, device id, access token)   |
+//! | `matrix:sync_token`  | where the last handled `/sync` response ended  |
+//! | `matrix:undecrypted` | encrypted events still waiting for their key   |
+//!
+//! With encryption on (the default, `matrix.encryption`), matrix-sdk also
+//! keeps its crypto and room state in SQLite under `<data_dir>/matrix/`,
+//! encrypted with the store passphrase; [`e2ee`] owns that store and the
+//! bot's cross-signed identity. Session and store go together: one is never
+//! used without the other.
 //!
 //! **Login** ([`MatrixPlatform::connect`]): the saved session is reused, so a
 //! restart does not create a new device (and transaction ids stay scoped to
 //! the same device, which keeps retried sends idempotent); else the
 //! configured access token; else a password login with the display name
-//! [`DEVICE_NAME`]. Then the configured rooms are resolved (aliases to ids)
+//! [`DEVICE_NAME`]. With encryption the device is then made cross-signed
+//! (see [`e2ee`]). Then the configured rooms are resolved (aliases to ids)
 //! and joined. On the very first start one `/sync` fixes "now": the backlog
-//! it returns is skipped, and its token is saved.
+//! it returns is skipped, and its token is saved. Shutdown never logs out.
 //!
 //! **Receiving** ([`MatrixPlatform::run`]): a long-polling `/sync` loop that
 //! resumes from the saved token, turns every new text message and reaction
 //! in a joined room into an [`Incoming`], and saves the token only after all
 //! of a response's events were handed over (at-least-once; the core
-//! deduplicates by event id). When a response is `limited` (more happened
-//! than one response carries, e.g. after downtime) the gap is fetched with
-//! `/messages`, so nothing is silently dropped. Events from before the bot
-//! joined a room are not delivered. When the homeserver goes away the loop
-//! retries with exponential backoff capped at [`BACKOFF_MAX`].
+//! deduplicates by event id). The SDK decrypts events during the sync and
+//! commits the room keys to its store before we save the token, so a crash
+//! replays the response and finds the keys. An event whose key has not
+//! arrived (a UTD) is parked under `matrix:undecrypted` and delivered after
+//! the sync that brings its key. When a response is `limited` (more
+//! happened than one response carries, e.g. after downtime) the gap is
+//! fetched with `/messages` and decrypted, so nothing is silently dropped.
+//! Events from before the bot joined a room are not delivered. When the
+//! homeserver goes away the loop retries with exponential backoff capped at
+//! [`BACKOFF_MAX`].
 //!
 //! **Sending** ([`Platform::send`]): Markdown becomes a plain body plus
 //! HTML, thread messages carry an `m.thread` relation (with the reply
@@ -33,14 +45,14 @@
 //! into the text as pills. The outbox's `txn_id` is the Matrix transaction
 //! id, so a retried send returns the first event instead of posting twice.
 //! Sends are not retried inside the SDK: failures go straight back to the
-//! outbox as a [`SendError`], which owns retrying.
-//!
-//! Sending and fetching use the raw client-server API rather than the SDK's
-//! `Room` objects: with an in-memory state store, a room that has been quiet
-//! since the saved sync token is unknown to the SDK after a restart.
+//! outbox as a [`SendError`], which owns retrying. With encryption, sends go
+//! through the SDK's `Room` (which encrypts in encrypted rooms); without, through the
+//! raw client-server API, because an in-memory state store forgets rooms
+//! that were quiet since the saved sync token.
 
 use std::collections::BTreeSet;
-use std::sync::Arc;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use anyhow::{Context, bail};
@@ -73,10 +85,13 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
-use crate::config::{MatrixConfig, Rooms};
+use crate::config::{E2eeConfig, MatrixConfig, Rooms};
 use crate::message::{Incoming, IncomingKind, Outgoing};
 use crate::platform::{BoxFuture, Platform, SendError};
 use crate::store::Store;
+
+mod e2ee;
+pub use e2ee::{E2eeStatus, STORE_DIR, report as e2ee_report, store_dir};
 
 /// The device display name of a password login, so the bot's device is
 /// recognisable in the account's device list.
@@ -85,6 +100,12 @@ pub const DEVICE_NAME: &str = "caseroom";
 pub const SESSION_KEY: &str = "matrix:session";
 /// Store key of the saved sync token.
 pub const SYNC_TOKEN_KEY: &str = "matrix:sync_token";
+/// Store key of the encrypted events waiting for their room key.
+pub const UTD_KEY: &str = "matrix:undecrypted";
+/// How long an undecryptable event is retried before it is given up.
+const UTD_KEEP: Duration = Duration::from_secs(24 * 3600);
+/// Most undecryptable events kept; beyond that the oldest are given up.
+const UTD_MAX: usize = 1000;
 
 /// How long the homeserver may hold a `/sync` open when nothing happens.
 const SYNC_TIMEOUT: Duration = Duration::from_secs(30);
@@ -94,6 +115,9 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 /// A send that takes longer is reported as transient; the outbox retries
 /// it with the same transaction id, so nothing is posted twice.
 const SEND_TIMEOUT: Duration = Duration::from_secs(20);
+/// The whole of an encrypted send: claiming one-time keys, sharing the
+/// room key, then the send itself.
+const ENCRYPTED_SEND_TIMEOUT: Duration = Duration::from_secs(60);
 /// Fetching a reaction's target is best effort and must not stall the sync.
 const FETCH_TIMEOUT: Duration = Duration::from_secs(5);
 /// First reconnect delay; doubled after every failed `/sync`.
@@ -108,7 +132,16 @@ const TIMELINE_LIMIT: u32 = 50;
 const GAP_MAX_EVENTS: usize = 2000;
 /// The only timeline events the bot looks at. Our own joins are needed to
 /// tell history from new events in a room joined since the last sync.
-const TIMELINE_TYPES: [&str; 3] = ["m.room.message", "m.reaction", "m.room.member"];
+/// In encrypted rooms messages and reactions arrive as `m.room.encrypted`
+/// (decrypted by the SDK), and `m.room.encryption` tells the SDK a room
+/// became encrypted.
+const TIMELINE_TYPES: [&str; 5] = [
+    "m.room.message",
+    "m.reaction",
+    "m.room.member",
+    "m.room.encrypted",
+    "m.room.encryption",
+];
 /// How long to wait after a `429` / `M_LIMIT_EXCEEDED` that names no delay.
 const DEFAULT_RATE_LIMIT_WAIT: Duration = Duration::from_secs(1);
 
@@ -129,6 +162,25 @@ pub struct MatrixPlatform {
     /// The server-side id of our `/sync` filter (see [`sync_filter`]),
     /// uploaded once per start, which keeps the sync URL short.
     filter_id: String,
+    /// The crypto store directory when encryption is on. Sends then go
+    /// through the SDK's `Room`, which encrypts in encrypted rooms.
+    crypto_dir: Option<PathBuf>,
+    /// The recovery key created by this start (the account's first), until
+    /// [`MatrixPlatform::take_recovery_key`] hands it out.
+    recovery_key: Mutex<Option<String>>,
+    /// Encrypted events whose room key has not arrived yet, retried after
+    /// every sync and persisted under [`UTD_KEY`]. A `std::sync::Mutex`:
+    /// held only to take or put the list, never across an `.await`.
+    undecrypted: Mutex<Vec<Undecrypted>>,
+}
+
+/// An encrypted event the bot could not decrypt yet.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+struct Undecrypted {
+    room_id: OwnedRoomId,
+    event: Raw<AnySyncTimelineEvent>,
+    /// When the bot first saw it (Unix seconds); given up after [`UTD_KEEP`].
+    seen: u64,
 }
 
 impl std::fmt::Debug for MatrixPlatform {
@@ -158,7 +210,30 @@ impl MatrixPlatform {
     ) -> anyhow::Result<(Arc<MatrixPlatform>, Rooms)> {
         let user_id = UserId::parse(config.user_id.as_str())
             .with_context(|| format!("matrix.user_id {:?} is not a user id", config.user_id))?;
-        let client = login(config, &user_id, &store).await?;
+        let crypto_dir = config.e2ee.as_ref().map(|_| e2ee::store_dir(store.dir()));
+        let crypto = config
+            .e2ee
+            .as_ref()
+            .zip(crypto_dir.as_deref())
+            .map(|(config, dir)| Crypto { dir, config });
+        let (client, fresh) = login(config, &user_id, &store, crypto).await?;
+        let mut recovery_key = None;
+        if let Some(c) = crypto {
+            match e2ee::ensure_identity(&client, config, c.config).await {
+                Ok(key) => recovery_key = key,
+                Err(e) => {
+                    if fresh {
+                        e2ee::discard_new_device(client, c.dir).await;
+                        store.put_state(SESSION_KEY, b"")?;
+                    }
+                    return Err(e);
+                }
+            }
+            if let Some(key) = &recovery_key {
+                e2ee::announce(key, c.config);
+            }
+            e2ee::write_status(&client, c.dir).await;
+        }
         info!(
             user = %user_id,
             device = ?client.device_id(),
@@ -199,7 +274,11 @@ impl MatrixPlatform {
             rooms: ids,
             invite_from: config.invite_from.iter().cloned().collect(),
             filter_id,
+            crypto_dir,
+            recovery_key: Mutex::new(recovery_key),
+            undecrypted: Mutex::new(Vec::new()),
         };
+        *platform.undecrypted.lock().unwrap() = platform.load_undecrypted();
 
         if platform.sync_token()?.is_none() {
             // First start: one sync tells us where "now" is. Its timelines
@@ -219,6 +298,12 @@ impl MatrixPlatform {
     /// The bot's user id.
     pub fn user_id(&self) -> &str {
         self.user_id.as_str()
+    }
+
+    /// The recovery key this start created (only on the account's first
+    /// start; it was printed once), handed out once.
+    pub fn take_recovery_key(&self) -> Option<String> {
+        self.recovery_key.lock().unwrap().take()
     }
 
     /// The bot's device id (stable across restarts with the same store).
@@ -291,8 +376,12 @@ impl MatrixPlatform {
         tx: &mpsc::Sender<Incoming>,
     ) -> Result<(), mpsc::error::SendError<Incoming>> {
         self.answer_invites(response).await;
+        // Keys that arrived in this response (to-device messages are
+        // handled before the timelines) may open events parked earlier.
+        let mut parked_changed = self.retry_undecrypted(tx).await?;
         for (room_id, update) in &response.rooms.joined {
             let timeline = &update.timeline;
+            debug!(room = %room_id, events = timeline.events.len(), limited = timeline.limited, "sync: room update");
             let mut events: Vec<Raw<AnySyncTimelineEvent>> = Vec::new();
             let joined_here = timeline
                 .events
@@ -312,13 +401,126 @@ impl MatrixPlatform {
                 .rposition(|raw| is_own_join(raw, &self.user_id))
                 .map_or(0, |i| i + 1);
             for raw in &events[start..] {
+                if is_encrypted(raw) {
+                    // The SDK could not decrypt it: its key is late.
+                    parked_changed |= self.park(room_id, raw);
+                    continue;
+                }
                 if let Some(incoming) = self.incoming(room_id, raw).await {
                     debug!(room = %incoming.room, event = %incoming.event_id, "Matrix event");
                     tx.send(incoming).await?;
                 }
             }
         }
+        if parked_changed {
+            self.save_undecrypted();
+        }
         Ok(())
+    }
+
+    /// Keeps an event that could not be decrypted for [`retry_undecrypted`].
+    /// Returns whether it was added (the bot's own events are not).
+    ///
+    /// [`retry_undecrypted`]: MatrixPlatform::retry_undecrypted
+    fn park(&self, room_id: &RoomId, raw: &Raw<AnySyncTimelineEvent>) -> bool {
+        let sender = raw.get_field::<String>("sender").ok().flatten();
+        if sender.as_deref() == Some(self.user_id.as_str()) {
+            return false;
+        }
+        let event_id = raw.get_field::<String>("event_id").ok().flatten();
+        info!(room = %room_id, event = ?event_id, "cannot decrypt an event yet; it is handled when its key arrives");
+        let mut list = self.undecrypted.lock().unwrap();
+        list.push(Undecrypted {
+            room_id: room_id.to_owned(),
+            event: raw.clone(),
+            seen: unix_now(),
+        });
+        if list.len() > UTD_MAX {
+            let dropped = list.len() - UTD_MAX;
+            list.drain(..dropped);
+            warn!(dropped, "too many undecryptable events; gave up the oldest");
+        }
+        true
+    }
+
+    /// Tries the parked encrypted events again and delivers those that now
+    /// decrypt. Events waiting longer than [`UTD_KEEP`] are given up.
+    /// Returns whether the list changed. Fails only when `tx` is closed (the
+    /// persisted list is then untouched, so nothing is lost).
+    async fn retry_undecrypted(
+        &self,
+        tx: &mpsc::Sender<Incoming>,
+    ) -> Result<bool, mpsc::error::SendError<Incoming>> {
+        let pending = self.undecrypted.lock().unwrap().clone();
+        if pending.is_empty() {
+            return Ok(false);
+        }
+        let now = unix_now();
+        let mut still = Vec::new();
+        for parked in pending.iter() {
+            let raw = self.decrypt(&parked.room_id, parked.event.clone()).await;
+            if is_encrypted(&raw) {
+                if now.saturating_sub(parked.seen) < UTD_KEEP.as_secs() {
+                    still.push(parked.clone());
+                } else {
+                    warn!(room = %parked.room_id, "giving up an event whose room key never arrived");
+                }
+                continue;
+            }
+            info!(room = %parked.room_id, "decrypted an event whose key arrived late");
+            if let Some(incoming) = self.incoming(&parked.room_id, &raw).await {
+                tx.send(incoming).await?;
+            }
+        }
+        let changed = still.len() != pending.len();
+        *self.undecrypted.lock().unwrap() = still;
+        Ok(changed)
+    }
+
+    /// The decrypted form of an encrypted event, or `raw` itself (when it
+    /// is not encrypted or its key is still missing).
+    async fn decrypt(
+        &self,
+        room_id: &RoomId,
+        raw: Raw<AnySyncTimelineEvent>,
+    ) -> Raw<AnySyncTimelineEvent> {
+        if self.crypto_dir.is_none() || !is_encrypted(&raw) {
+            return raw;
+        }
+        let Some(room) = self.client.get_room(room_id) else {
+            return raw;
+        };
+        match room.decrypt_event(raw.cast_ref_unchecked(), None).await {
+            Ok(event) => event.raw().clone(),
+            Err(e) => {
+                debug!(room = %room_id, error = %chain(&e), "cannot decrypt an event");
+                raw
+            }
+        }
+    }
+
+    fn load_undecrypted(&self) -> Vec<Undecrypted> {
+        match self.store.get_state(UTD_KEY) {
+            Ok(Some(bytes)) if !bytes.is_empty() => serde_json::from_slice(&bytes)
+                .inspect_err(
+                    |e| warn!(error = %e, "ignoring an unreadable list of undecrypted events"),
+                )
+                .unwrap_or_default(),
+            Ok(_) => Vec::new(),
+            Err(e) => {
+                warn!(error = %chain(&e), "cannot read the list of undecrypted events");
+                Vec::new()
+            }
+        }
+    }
+
+    /// Persists the parked events before the sync token moves past them.
+    fn save_undecrypted(&self) {
+        let list = self.undecrypted.lock().unwrap().clone();
+        let bytes = serde_json::to_vec(&list).unwrap_or_default();
+        if let Err(e) = self.store.put_state(UTD_KEY, &bytes) {
+            warn!(error = %chain(&e), "cannot save the list of undecrypted events");
+        }
     }
 
     /// Turns a timeline event into an [`Incoming`], or `None` for anything
@@ -384,7 +586,8 @@ impl MatrixPlatform {
                 return (None, None);
             }
         };
-        match event.deserialize_as_unchecked::<AnySyncTimelineEvent>() {
+        let event = self.decrypt(room_id, event.cast_unchecked()).await;
+        match event.deserialize() {
             Ok(AnySyncTimelineEvent::MessageLike(AnySyncMessageLikeEvent::RoomMessage(
                 SyncMessageLikeEvent::Original(ev),
             ))) => {
@@ -439,6 +642,11 @@ impl MatrixPlatform {
             }
         }
         events.reverse();
+        for raw in &mut events {
+            if is_encrypted(raw) {
+                *raw = self.decrypt(room_id, raw.clone()).await;
+            }
+        }
         if !events.is_empty() {
             info!(room = %room_id, events = events.len(), "fetched events missed while away");
         }
@@ -560,6 +768,9 @@ impl MatrixPlatform {
         txn_id: &str,
     ) -> Result<String, SendError> {
         let txn_id: OwnedTransactionId = txn_id.into();
+        if self.crypto_dir.is_some() {
+            return self.send_through_room(room_id, content, txn_id).await;
+        }
         let request = send_message_event::v3::Request::new(room_id.to_owned(), txn_id, content)
             .map_err(|e| SendError::Permanent(format!("cannot encode the message: {e}")))?;
         let config = RequestConfig::new().disable_retry().timeout(SEND_TIMEOUT);
@@ -572,6 +783,58 @@ impl MatrixPlatform {
         debug!(room = %room_id, event = %response.event_id, "sent a Matrix message");
         Ok(response.event_id.to_string())
     }
+}
+
+impl MatrixPlatform {
+    /// Sends through the SDK's `Room`, which encrypts in an encrypted room
+    /// (sharing the room key with the members' cross-signed devices first)
+    /// and sends plainly in a plain one. The outbox's `txn_id` keeps a
+    /// retry idempotent: the homeserver returns the first event.
+    async fn send_through_room(
+        &self,
+        room_id: &RoomId,
+        content: &RoomMessageEventContent,
+        txn_id: OwnedTransactionId,
+    ) -> Result<String, SendError> {
+        let room = self.client.get_room(room_id).ok_or_else(|| {
+            SendError::Permanent(format!("the bot is not in the Matrix room {room_id}"))
+        })?;
+        let config = RequestConfig::new().disable_retry().timeout(SEND_TIMEOUT);
+        let send = room
+            .send(content.clone())
+            .with_transaction_id(txn_id)
+            .with_request_config(config);
+        // Key sharing comes before the send itself and may need a few
+        // requests; past this the outbox retries with the same txn id.
+        let result = tokio::time::timeout(ENCRYPTED_SEND_TIMEOUT, send)
+            .await
+            .map_err(|_| SendError::Transient("the encrypted send timed out".to_owned()))?
+            .map_err(|e| sdk_send_error(&e))?;
+        let event_id = result.response.event_id;
+        debug!(room = %room_id, event = %event_id, encrypted = result.encryption_info.is_some(), "sent a Matrix message");
+        Ok(event_id.to_string())
+    }
+}
+
+/// What a failed send through the SDK means for the outbox.
+fn sdk_send_error(e: &matrix_sdk::Error) -> SendError {
+    match e {
+        matrix_sdk::Error::Http(http) => send_error(http),
+        matrix_sdk::Error::WrongRoomState(_) => SendError::Permanent(chain(e)),
+        // Crypto store, key sharing: retrying with the same txn id is safe.
+        _ => SendError::Transient(chain(e)),
+    }
+}
+
+/// Whether an event is still `m.room.encrypted` (not decrypted).
+fn is_encrypted(raw: &Raw<AnySyncTimelineEvent>) -> bool {
+    raw.get_field::<String>("type").ok().flatten().as_deref() == Some("m.room.encrypted")
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
 }
 
 /// The message text with a line saying which reactions act on it: Matrix
@@ -663,35 +926,96 @@ impl Platform for MatrixPlatform {
     }
 }
 
+/// Where the crypto store goes and the secrets guarding it; `None` when
+/// encryption is off.
+#[derive(Clone, Copy)]
+struct Crypto<'a> {
+    dir: &'a Path,
+    config: &'a E2eeConfig,
+}
+
 /// A client for the configured homeserver with no server discovery: the
 /// homeserver URL is used as given. Requests other than sends (which set
-/// their own policy) get a timeout and a few quick retries.
-async fn build_client(config: &MatrixConfig) -> anyhow::Result<Client> {
+/// their own policy) get a timeout and a few quick retries. With
+/// encryption, the client opens the encrypted SQLite store in `crypto.dir`.
+async fn build_client(config: &MatrixConfig, crypto: Option<Crypto<'_>>) -> anyhow::Result<Client> {
     let requests = RequestConfig::new()
         .timeout(REQUEST_TIMEOUT)
         .retry_limit(3)
         .max_retry_time(Duration::from_secs(5));
-    Client::builder()
+    let mut builder = Client::builder()
         .homeserver_url(&config.homeserver)
         .respect_login_well_known(false)
         .request_config(requests)
-        .user_agent(concat!("caseroom/", env!("CARGO_PKG_VERSION")))
+        .user_agent(concat!("caseroom/", env!("CARGO_PKG_VERSION")));
+    if let Some(c) = crypto {
+        builder = e2ee::configure(builder, c.dir, c.config);
+        return builder
+            .build()
+            .await
+            .map_err(|e| anyhow::anyhow!(e2ee::open_error(c.dir, c.config, chain(&e))));
+    }
+    builder
         .build()
         .await
         .with_context(|| format!("building a Matrix client for {}", config.homeserver))
 }
 
 /// Logs in, preferring the saved session, and saves whatever session is
-/// used. See [`MatrixPlatform::connect`].
-async fn login(config: &MatrixConfig, user_id: &UserId, store: &Store) -> anyhow::Result<Client> {
-    let saved = load_session(store, user_id)?;
+/// used. Returns the client and whether its device was created by this
+/// start (then it is undone if its identity cannot be set up). See
+/// [`MatrixPlatform::connect`].
+///
+/// With encryption the saved session and the crypto store go together: a
+/// session without its store is refused (or, with a recovery key, replaced
+/// by a new device that recovers the identity), and a store without a
+/// session is refused rather than overwritten.
+async fn login(
+    config: &MatrixConfig,
+    user_id: &UserId,
+    store: &Store,
+    crypto: Option<Crypto<'_>>,
+) -> anyhow::Result<(Client, bool)> {
+    let mut saved = load_session(store, user_id)?;
+    let mut new_device_needed = false;
+    if let Some(c) = crypto {
+        match (&saved, e2ee::store_present(c.dir)) {
+            (Some(session), false) => {
+                if c.config.recovery_key.is_none() {
+                    bail!(e2ee::missing_store_error(
+                        c.dir,
+                        session.meta.device_id.as_str()
+                    ));
+                }
+                if config.password.is_none() {
+                    bail!(
+                        "the Matrix crypto store {} is missing; recovering needs a new device, which needs matrix.password_env",
+                        c.dir.display()
+                    );
+                }
+                warn!(
+                    old_device = %session.meta.device_id,
+                    "the Matrix crypto store is missing; logging in a new device and recovering the identity with the recovery key"
+                );
+                store.put_state(SESSION_KEY, b"")?;
+                saved = None;
+                new_device_needed = true;
+            }
+            (None, true) => bail!(
+                "the Matrix crypto store {} exists but the data dir holds no session for it: restore the data dir it came with, or move the store away (and set matrix.recovery_key_env) to start with a new device",
+                c.dir.display()
+            ),
+            _ => {}
+        }
+    }
 
-    if let Some(token) = &config.access_token {
+    if let Some(token) = config.access_token.as_ref().filter(|_| !new_device_needed) {
+        let fresh = saved.is_none();
         let session = match saved {
             Some(s) if s.tokens.access_token == token.expose() => s,
             _ => {
                 // A new token: ask the server which device it belongs to.
-                let probe = build_client(config).await?;
+                let probe = build_client(config, None).await?;
                 let placeholder = MatrixSession {
                     meta: SessionMeta {
                         user_id: user_id.to_owned(),
@@ -719,16 +1043,21 @@ async fn login(config: &MatrixConfig, user_id: &UserId, store: &Store) -> anyhow
                 }
             }
         };
-        let client = restore(config, user_id, session.clone()).await?;
+        let client = restore(config, crypto, user_id, session.clone()).await?;
         save_session(store, &session)?;
-        return Ok(client);
+        return Ok((client, fresh));
     }
 
     if let Some(session) = saved {
-        match restore(config, user_id, session).await {
-            Ok(client) => return Ok(client),
-            Err(e) if is_unknown_token(&e) => {
+        match restore(config, crypto, user_id, session).await {
+            Ok(client) => return Ok((client, false)),
+            Err(e) if is_unknown_token(&e) && crypto.is_none() => {
                 warn!("the saved Matrix session was rejected; logging in again");
+            }
+            Err(e) if is_unknown_token(&e) => {
+                return Err(e.context(
+                    "the homeserver rejected the saved Matrix session (the device was logged out?); its crypto store cannot serve a new device: move the data dir's matrix/ away and set matrix.recovery_key_env to recover with a new device",
+                ));
             }
             Err(e) => return Err(e.context("restoring the saved Matrix session")),
         }
@@ -737,30 +1066,39 @@ async fn login(config: &MatrixConfig, user_id: &UserId, store: &Store) -> anyhow
     let Some(password) = &config.password else {
         bail!("matrix: no saved session, and neither an access token nor a password is configured");
     };
-    let client = build_client(config).await?;
-    client
+    let client = build_client(config, crypto).await?;
+    let logged_in = client
         .matrix_auth()
         .login_username(user_id, password.expose())
         .initial_device_display_name(DEVICE_NAME)
         .send()
         .await
-        .with_context(|| format!("password login as {user_id}"))?;
+        .with_context(|| format!("password login as {user_id}"));
+    if let Err(e) = logged_in {
+        if let Some(c) = crypto {
+            // The store was created by this attempt and holds no account.
+            drop(client);
+            let _ = std::fs::remove_dir_all(c.dir);
+        }
+        return Err(e);
+    }
     let session = client
         .matrix_auth()
         .session()
         .context("no session after the login")?;
     save_session(store, &session)?;
     info!(device = %session.meta.device_id, "logged in with the password; new device saved");
-    Ok(client)
+    Ok((client, true))
 }
 
 /// A client using `session`, checked with `/whoami`.
 async fn restore(
     config: &MatrixConfig,
+    crypto: Option<Crypto<'_>>,
     user_id: &UserId,
     session: MatrixSession,
 ) -> anyhow::Result<Client> {
-    let client = build_client(config).await?;
+    let client = build_client(config, crypto).await?;
     client.restore_session(session).await?;
     let whoami = client.whoami().await?;
     if whoami.user_id != user_id {
