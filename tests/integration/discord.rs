@@ -471,39 +471,6 @@ async fn bad_input_is_refused_privately_and_changes_nothing() {
     bot.stop().await;
 }
 
-/// SLA for the Discord test: P1 first response in 10 minutes (wall
-/// time); breaches page the rotation (Carol), then Dave 5 minutes later.
-const SLA_TOML: &str = r#"
-[sla.calendars.default]
-timezone = "Asia/Shanghai"
-hours = { mon = "09:00-18:00", tue = "09:00-18:00", wed = "09:00-18:00", thu = "09:00-18:00", fri = "09:00-18:00" }
-
-[sla.policies.p1]
-business_time = false
-first_response = "10m"
-resolution = "4h"
-warnings = ["80%"]
-escalation = "page"
-
-[oncall.rotations.primary]
-timezone = "Asia/Shanghai"
-members = ["504"]
-start = "2026-03-02T09:00"
-shift = "1d"
-
-[oncall.escalations.page]
-repeat = 2
-repeat_after = "10m"
-remind_every = "30m"
-
-[[oncall.escalations.page.steps]]
-target = "rotation:primary"
-
-[[oncall.escalations.page.steps]]
-delay = "5m"
-target = "user:505"
-"#;
-
 fn sla_at(min: i64) -> jiff::Timestamp {
     let start: jiff::Timestamp = "2026-03-02T01:00:00Z".parse().unwrap();
     start + jiff::SignedDuration::from_secs(min * 60)
@@ -518,7 +485,7 @@ async fn sla_alert_goes_out_during_a_429_and_ack_stops_the_escalation() {
     let dir = tempfile::tempdir().unwrap();
     let fake = FakeDiscord::start().await;
     let clock = Clock::manual(sla_at(0));
-    let mut cfg = discord_config(dir.path(), Some(SLA_TOML));
+    let mut cfg = discord_config(dir.path(), Some(&paging_sla_toml(CAROL, DAVE)));
     cfg.roles.oncall = [CAROL, DAVE].map(String::from).into();
     let bot = DiscordBot::start_with(dir.path(), &fake, cfg, clock.clone()).await;
 

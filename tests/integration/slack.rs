@@ -999,39 +999,6 @@ async fn every_adapters_client_builds_in_one_process() {
     }
 }
 
-/// SLA for the Slack test: P1 first response in 10 minutes (wall time);
-/// breaches page the rotation (Carol), then Dave 5 minutes later.
-const SLA_TOML: &str = r#"
-[sla.calendars.default]
-timezone = "Asia/Shanghai"
-hours = { mon = "09:00-18:00", tue = "09:00-18:00", wed = "09:00-18:00", thu = "09:00-18:00", fri = "09:00-18:00" }
-
-[sla.policies.p1]
-business_time = false
-first_response = "10m"
-resolution = "4h"
-warnings = ["80%"]
-escalation = "page"
-
-[oncall.rotations.primary]
-timezone = "Asia/Shanghai"
-members = ["UCAROL001"]
-start = "2026-03-02T09:00"
-shift = "1d"
-
-[oncall.escalations.page]
-repeat = 2
-repeat_after = "10m"
-remind_every = "30m"
-
-[[oncall.escalations.page.steps]]
-target = "rotation:primary"
-
-[[oncall.escalations.page.steps]]
-delay = "5m"
-target = "user:UDAVE0001"
-"#;
-
 fn sla_start() -> jiff::Timestamp {
     "2026-03-02T01:00:00Z".parse().unwrap()
 }
@@ -1060,7 +1027,7 @@ async fn sla_alert_flow(mode: SlackMode, snooze_first: bool) {
     let dir = tempfile::tempdir().unwrap();
     let fake = FakeSlack::start().await;
     let clock = Clock::manual(sla_start());
-    let mut cfg = slack_config(dir.path(), Some(SLA_TOML));
+    let mut cfg = slack_config(dir.path(), Some(&paging_sla_toml(CAROL_U, "UDAVE0001")));
     cfg.roles.oncall = [CAROL_U, "UDAVE0001"].map(String::from).into();
     let bot = SlackBot::start_with(dir.path(), &fake, mode, cfg, clock.clone()).await;
 

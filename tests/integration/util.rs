@@ -295,3 +295,41 @@ pub async fn post_ticket(addr: SocketAddr, ext: &str) -> Option<(u16, String)> {
     );
     http(addr, req).await
 }
+
+/// SLA and on-call for the platform tests: P1 first response in 10 minutes
+/// of wall time (80% warning); a breach pages the rotation (`primary`),
+/// then `second` 5 minutes later, twice over.
+pub fn paging_sla_toml(primary: &str, second: &str) -> String {
+    format!(
+        r#"
+[sla.calendars.default]
+timezone = "Asia/Shanghai"
+hours = {{ mon = "09:00-18:00", tue = "09:00-18:00", wed = "09:00-18:00", thu = "09:00-18:00", fri = "09:00-18:00" }}
+
+[sla.policies.p1]
+business_time = false
+first_response = "10m"
+resolution = "4h"
+warnings = ["80%"]
+escalation = "page"
+
+[oncall.rotations.primary]
+timezone = "Asia/Shanghai"
+members = ["{primary}"]
+start = "2026-03-02T09:00"
+shift = "1d"
+
+[oncall.escalations.page]
+repeat = 2
+repeat_after = "10m"
+remind_every = "30m"
+
+[[oncall.escalations.page.steps]]
+target = "rotation:primary"
+
+[[oncall.escalations.page.steps]]
+delay = "5m"
+target = "user:{second}"
+"#
+    )
+}
