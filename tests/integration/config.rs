@@ -122,6 +122,17 @@ fn wrong_type_names_file_key_and_line() {
 }
 
 #[test]
+fn body_limits_out_of_range_are_refused_with_the_range() {
+    let src = shipped().replace("max_body_bytes = 65536", "max_body_bytes = 10");
+    let msg = one_error(&src, &[]);
+    let line = line_of(&src, "max_body_bytes = 10");
+    assert_eq!(
+        msg,
+        format!("cfg/test.toml:{line}: http.max_body_bytes: must be between 1024 and 16777216")
+    );
+}
+
+#[test]
 fn missing_secret_names_the_variable() {
     let src = shipped().replace(
         "[matrix]\n# Run the Matrix adapter.\nenabled = false",
