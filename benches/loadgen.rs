@@ -436,6 +436,13 @@ fn fill() {
     let started = Instant::now();
     let store = Store::open_with_cache(&dir, 64 << 20).unwrap();
     assert!(store.is_empty().unwrap(), "{} is not empty", dir.display());
+    // SLA runs judged with the shipped policy, as `caseroom import` does.
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let config =
+        caseroom::config::Config::load_offline(&root.join("config/caseroom.toml")).unwrap();
+    store.set_settler(caseroom::sla::engine::settler(
+        caseroom::sla::Settings::from_config(&config),
+    ));
     let now = Timestamp::now();
     let texts = [
         "My card payment keeps failing with a declined message",

@@ -232,7 +232,13 @@ pub fn main(cli: Cli) -> Result<i32> {
             chunk_records,
         } => {
             let dir = data_dir(&cli.config, cli.data_dir.as_deref())?;
-            import(&dir, &file, force, chunk_records.max(1))
+            // Imported cases' SLA runs are judged with this config's policy,
+            // for `stats` (none without a config).
+            let settings = load_config(&cli.config, cli.data_dir.as_deref())
+                .map(|c| crate::sla::Settings::from_config(&c))
+                .unwrap_or_default();
+            let settler = crate::sla::engine::settler(settings);
+            import(&dir, &file, force, chunk_records.max(1), settler)
         }
         Command::GenExport { cases } => {
             let mut out = std::io::BufWriter::with_capacity(1 << 16, std::io::stdout().lock());
@@ -721,7 +727,13 @@ const IMPORT_CACHE: u64 = 32 * 1024 * 1024;
 /// `target` and swaps it in at the end, so a failure half way leaves
 /// `target` as it was. With `force` into a non-empty store, the file is
 /// checked in full first, then written.
-fn import(target: &Path, file: &Path, force: bool, chunk_records: usize) -> Result<i32> {
+fn import(
+    target: &Path,
+    file: &Path,
+    force: bool,
+    chunk_records: usize,
+    settler: std::sync::Arc<crate::store::Settler>,
+) -> Result<i32> {
     let target_empty = match std::fs::metadata(target) {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => true,
         Err(e) => return Err(e).with_context(|| format!("reading {}", target.display())),
@@ -780,6 +792,7 @@ fn import(target: &Path, file: &Path, force: bool, chunk_records: usize) -> Resu
     let result = (|| -> Result<ImportCounts> {
         let store = Store::open_with_cache(&staging, IMPORT_CACHE)
             .with_context(|| format!("creating {}", staging.display()))?;
+        store.set_settler(settler);
         let counts = import_stream(file, chunk_records, chunked_writer(&store))?;
         store.flush()?;
         Ok(counts)

@@ -13,6 +13,8 @@ use crate::playbook::{Engine, Suggestion};
 use crate::sla::Risk;
 use crate::sla::plan::TargetSla;
 use crate::sla::render::MetTable;
+use crate::store::tally::Histogram;
+use crate::store::{OpenCase, Tally};
 
 /// Longest customer text quoted in a root message.
 const ROOT_EXCERPT: usize = 280;
@@ -320,14 +322,21 @@ const AGE_BUCKETS: [(&str, i64); 4] = [
 ];
 
 /// The lead's `queue`: open cases by status and priority, by age, the
-/// oldest unassigned ones and each agent's load.
-pub fn queue(open: &[Case], now: Timestamp) -> String {
-    queue_with_sla(open, now, &HashMap::new())
+/// oldest unassigned ones and each agent's load. `open` comes from the
+/// store's open-case index; `excerpt_of` gives the text of the few cases
+/// listed by name.
+pub fn queue(open: &[OpenCase], now: Timestamp, excerpt_of: impl Fn(CaseId) -> String) -> String {
+    queue_with_sla(open, now, &HashMap::new(), excerpt_of)
 }
 
 /// [`queue`] with an at-risk column: cases with an SLA target at risk or
 /// breached (`risk` holds each such case's worst).
-pub fn queue_with_sla(open: &[Case], now: Timestamp, risk: &HashMap<CaseId, Risk>) -> String {
+pub fn queue_with_sla(
+    open: &[OpenCase],
+    now: Timestamp,
+    risk: &HashMap<CaseId, Risk>,
+    excerpt_of: impl Fn(CaseId) -> String,
+) -> String {
     let mut out = format!("📋 **Queue** — {} open\n", open.len());
     if open.is_empty() {
         out.push_str("Nothing open. 🎉");
@@ -339,20 +348,40 @@ pub fn queue_with_sla(open: &[Case], now: Timestamp, risk: &HashMap<CaseId, Risk
         "```\n{:<20} {:>3} {:>3} {:>3} {:>3} {:>7} {:>5}",
         "status", "P1", "P2", "P3", "P4", "at-risk", "total"
     );
+    // One pass: counts per status and priority, at risk, age, load.
+    let mut cells: BTreeMap<(Status, Priority), usize> = BTreeMap::new();
+    let mut at_risk: BTreeMap<Status, usize> = BTreeMap::new();
+    let mut ages = [0usize; 4];
+    let mut unassigned: Vec<&OpenCase> = Vec::new();
+    let mut load: BTreeMap<&str, (usize, usize)> = BTreeMap::new();
+    for c in open {
+        *cells.entry((c.status, c.priority)).or_default() += 1;
+        if risk.contains_key(&c.id) {
+            *at_risk.entry(c.status).or_default() += 1;
+        }
+        let age = now.duration_since(c.created_at).as_secs();
+        let i = AGE_BUCKETS
+            .iter()
+            .position(|(_, lim)| age < *lim)
+            .unwrap_or(3);
+        ages[i] += 1;
+        match &c.assignee {
+            None => unassigned.push(c),
+            Some(a) => {
+                let e = load.entry(a).or_default();
+                e.0 += 1;
+                if c.status == Status::WaitingOnCustomer {
+                    e.1 += 1;
+                }
+            }
+        }
+    }
     for st in &statuses {
         let row: Vec<usize> = Priority::ALL
             .iter()
-            .map(|p| {
-                open.iter()
-                    .filter(|c| c.status == *st && c.priority == *p)
-                    .count()
-            })
+            .map(|p| cells.get(&(*st, *p)).copied().unwrap_or(0))
             .collect();
         let total: usize = row.iter().sum();
-        let at_risk = open
-            .iter()
-            .filter(|c| c.status == *st && risk.contains_key(&c.id))
-            .count();
         let _ = writeln!(
             out,
             "{:<20} {:>3} {:>3} {:>3} {:>3} {:>7} {:>5}",
@@ -361,18 +390,9 @@ pub fn queue_with_sla(open: &[Case], now: Timestamp, risk: &HashMap<CaseId, Risk
             row[1],
             row[2],
             row[3],
-            at_risk,
+            at_risk.get(st).copied().unwrap_or(0),
             total
         );
-    }
-    let mut ages = [0usize; 4];
-    for c in open {
-        let age = now.duration_since(c.created_at).as_secs();
-        let i = AGE_BUCKETS
-            .iter()
-            .position(|(_, lim)| age < *lim)
-            .unwrap_or(3);
-        ages[i] += 1;
     }
     let breached = risk.values().filter(|r| **r == Risk::Breached).count();
     if !risk.is_empty() {
@@ -393,29 +413,21 @@ pub fn queue_with_sla(open: &[Case], now: Timestamp, risk: &HashMap<CaseId, Risk
             .collect::<Vec<_>>()
             .join(" · ")
     );
-    let mut unassigned: Vec<&Case> = open.iter().filter(|c| c.assignee.is_none()).collect();
-    unassigned.sort_by_key(|c| c.created_at);
     if !unassigned.is_empty() {
+        let oldest = unassigned.len().min(5);
+        unassigned.select_nth_unstable_by_key(oldest - 1, |c| (c.created_at, c.id));
+        unassigned.truncate(oldest);
+        unassigned.sort_by_key(|c| (c.created_at, c.id));
         out.push_str("**Oldest unassigned**\n");
-        for c in unassigned.iter().take(5) {
+        for c in unassigned {
             let _ = writeln!(
                 out,
                 "- {} {} · {} old · {}",
                 c.id,
                 c.priority,
                 human(now.duration_since(c.created_at)),
-                one_line(&c.body, 60)
+                one_line(&excerpt_of(c.id), 60)
             );
-        }
-    }
-    let mut load: BTreeMap<&str, (usize, usize)> = BTreeMap::new();
-    for c in open {
-        if let Some(a) = &c.assignee {
-            let e = load.entry(a).or_default();
-            e.0 += 1;
-            if c.status == Status::WaitingOnCustomer {
-                e.1 += 1;
-            }
         }
     }
     if !load.is_empty() {
@@ -459,13 +471,14 @@ pub fn case_summary(c: &Case, events: &[Event]) -> String {
 }
 
 /// The lead's `stats`: counts, median first-response and resolution times,
-/// and how often the suggested playbook was the one that solved the case.
-pub fn stats(all: &[Case]) -> String {
-    let mut out = format!("📈 **Stats** — {} cases\n", all.len());
+/// and how often the suggested playbook was the one that solved the case,
+/// from the store's running totals.
+pub fn stats(t: &Tally) -> String {
+    let mut out = format!("📈 **Stats** — {} cases\n", t.cases());
     let counts: Vec<String> = Status::ALL
         .iter()
-        .map(|s| (s, all.iter().filter(|c| c.status == *s).count()))
-        .filter(|(_, n)| *n > 0)
+        .filter_map(|s| t.by_status.get(s).map(|n| (s, n)))
+        .filter(|(_, n)| **n > 0)
         .map(|(s, n)| format!("{s} {n}"))
         .collect();
     let _ = writeln!(
@@ -477,54 +490,34 @@ pub fn stats(all: &[Case]) -> String {
             counts.join(" · ")
         }
     );
-    let first: Vec<SignedDuration> = all
-        .iter()
-        .filter_map(|c| c.first_response_at.map(|t| t.duration_since(c.created_at)))
-        .collect();
-    let resolution: Vec<SignedDuration> = all
-        .iter()
-        .filter_map(|c| c.resolved_at.map(|t| t.duration_since(c.created_at)))
-        .collect();
-    let _ = writeln!(out, "First response: {}", median_line(first));
-    let _ = writeln!(out, "Resolution: {}", median_line(resolution));
-    let judged: Vec<&Case> = all
-        .iter()
-        .filter(|c| c.chosen_playbook.is_some() && c.suggestion_confidence.is_some())
-        .collect();
-    if judged.is_empty() {
+    let _ = writeln!(out, "First response: {}", median_line(&t.first_response));
+    let _ = writeln!(out, "Resolution: {}", median_line(&t.resolution));
+    if t.judged == 0 {
         out.push_str("Suggestion acceptance: no resolved cases with a playbook yet");
     } else {
-        let accepted = judged
-            .iter()
-            .filter(|c| c.chosen_playbook == c.suggested_playbook)
-            .count();
         let _ = write!(
             out,
-            "Suggestion acceptance: {:.0}% ({accepted}/{} cases solved with the suggested playbook)",
-            100.0 * accepted as f64 / judged.len() as f64,
-            judged.len()
+            "Suggestion acceptance: {:.0}% ({}/{} cases solved with the suggested playbook)",
+            100.0 * t.accepted as f64 / t.judged as f64,
+            t.accepted,
+            t.judged
         );
     }
     out
 }
 
 /// [`stats`] followed by SLA met % per target and priority.
-pub fn stats_with_sla(all: &[Case], met: &MetTable) -> String {
-    format!("{}\n{}", stats(all), crate::sla::render::met(met))
+pub fn stats_with_sla(t: &Tally, met: &MetTable) -> String {
+    format!("{}\n{}", stats(t), crate::sla::render::met(met))
 }
 
-fn median_line(mut v: Vec<SignedDuration>) -> String {
-    if v.is_empty() {
+fn median_line(h: &Histogram) -> String {
+    let n = h.len();
+    let (Some(median), Some(p90)) = (
+        h.at_rank(n / 2),
+        h.at_rank(((n as f64 * 0.9).ceil() as u64).saturating_sub(1)),
+    ) else {
         return "-".into();
-    }
-    v.sort();
-    let p90 = v[((v.len() as f64 * 0.9).ceil() as usize)
-        .saturating_sub(1)
-        .min(v.len() - 1)];
-    format!(
-        "median {} · p90 {} (n={})",
-        human(v[v.len() / 2]),
-        human(p90),
-        v.len()
-    )
+    };
+    format!("median {} · p90 {} (n={n})", human(median), human(p90))
 }

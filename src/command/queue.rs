@@ -4,7 +4,6 @@
 use super::{CmdError, no_args};
 use crate::bot::Ctx;
 use crate::config::Role;
-use crate::store::CaseFilter;
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct Queue;
@@ -16,12 +15,20 @@ impl Queue {
 
     pub(crate) fn apply(self, ctx: &mut Ctx) -> Result<(), CmdError> {
         ctx.require(Role::Lead, "queue")?;
-        let open = ctx.shared().store.cases(&CaseFilter {
-            open_only: true,
-            ..Default::default()
-        })?;
+        // From the open-case index: no case is read but the few listed.
+        let store = &ctx.shared().store;
+        let open = store.open_cases();
         let risk = ctx.bot.sla().risks();
-        ctx.reply(crate::view::queue_with_sla(&open, ctx.bot.now(), &risk))?;
+        let excerpt = |id| {
+            store
+                .case(id)
+                .ok()
+                .flatten()
+                .map(|c| c.body)
+                .unwrap_or_default()
+        };
+        let text = crate::view::queue_with_sla(&open, ctx.bot.now(), &risk, excerpt);
+        ctx.reply(text)?;
         Ok(())
     }
 }

@@ -4,7 +4,6 @@
 use super::{CmdError, no_args};
 use crate::bot::Ctx;
 use crate::config::Role;
-use crate::store::CaseFilter;
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct Stats;
@@ -16,9 +15,10 @@ impl Stats {
 
     pub(crate) fn apply(self, ctx: &mut Ctx) -> Result<(), CmdError> {
         ctx.require(Role::Lead, "stats")?;
-        let all = ctx.shared().store.cases(&CaseFilter::default())?;
-        let met = ctx.bot.sla().met(&all)?;
-        ctx.reply(crate::view::stats_with_sla(&all, &met))?;
+        // Running totals kept with every write: no case is read.
+        let tally = ctx.shared().store.tally();
+        let met = crate::sla::engine::met_table(&tally);
+        ctx.reply(crate::view::stats_with_sla(&tally, &met))?;
         Ok(())
     }
 }

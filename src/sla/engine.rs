@@ -45,11 +45,11 @@ use super::clock::Clock;
 use super::plan::{Action, Plan, Risk, Settings, TargetSla, plan};
 use super::render::{self, MetTable, Paged};
 use super::timeline::{AlertId, End, Target, Timeline};
-use crate::case::{Case, CaseId, EventKind};
+use crate::case::{CaseId, Event, EventKind};
 use crate::config::PageTarget;
 use crate::message::{self, ActionKind, ActionStyle, Outgoing, ThreadRef, root_key};
 use crate::outbox::Outbox;
-use crate::store::Store;
+use crate::store::{Settler, SlaOutcome, Store};
 
 /// How many cases fire at once (blocking threads, mostly parked waiting for
 /// a disk flush). Many concurrent firings share each flush of the store's
@@ -160,6 +160,7 @@ struct Effects {
 
 impl Sla {
     pub fn new(settings: Settings, store: Store, outbox: Outbox, clock: Clock) -> Sla {
+        store.set_settler(settler(settings.clone()));
         Sla {
             shared: Arc::new(Shared {
                 settings,
@@ -997,40 +998,6 @@ impl Sla {
         out
     }
 
-    /// SLA met per target and priority over `cases` (for `stats`): a target
-    /// counts once it was met or missed; targets still running, and ones
-    /// stopped by a resolution before they were due, do not count.
-    pub fn met(&self, cases: &[Case]) -> anyhow::Result<MetTable> {
-        let now = self.shared.clock.now();
-        let mut table = MetTable::new();
-        for case in cases {
-            let events = self.shared.store.events(case.id)?;
-            let Ok(tl) = Timeline::build(case.id, &events) else {
-                continue;
-            };
-            let Some(p) = self.shared.settings.policy(tl.case.priority) else {
-                continue;
-            };
-            for run in &tl.runs {
-                let Some(d) = p.target(run.target) else {
-                    continue;
-                };
-                let missed = run.instant_at(p.counting, d).is_some_and(|t| t <= now);
-                let met = match run.end {
-                    _ if missed => false,
-                    Some((_, End::Done)) => true,
-                    _ => continue,
-                };
-                let cell = table
-                    .entry((run.target, tl.case.priority))
-                    .or_insert((0, 0));
-                cell.0 += u32::from(met);
-                cell.1 += 1;
-            }
-        }
-        Ok(table)
-    }
-
     /// Number of cases with SLA state in memory, and an estimate of the
     /// bytes it takes (for the benchmark).
     pub fn footprint(&self) -> (usize, usize) {
@@ -1049,7 +1016,57 @@ impl Sla {
     }
 }
 
-/// The buttons on an alert or page: acknowledge, or snooze for 15 minutes.
+/// How the store judges a case's SLA runs for `stats` (see
+/// [`SlaOutcome`]): a run counts as met when it was done before its
+/// deadline, as missed once its deadline passed (a breach was recorded, or
+/// it ended late); runs still in time and runs stopped short of their
+/// target do not count. Judged at each change of the case, with the
+/// policy in force then.
+pub fn settler(settings: Settings) -> Arc<Settler> {
+    Arc::new(move |id: CaseId, events: &[Event]| {
+        let Some(now) = events.last().map(|e| e.at) else {
+            return Vec::new();
+        };
+        let Ok(tl) = Timeline::build(id, events) else {
+            return Vec::new();
+        };
+        let Some(p) = settings.policy(tl.case.priority) else {
+            return Vec::new();
+        };
+        let mut out = Vec::new();
+        for run in &tl.runs {
+            let Some(d) = p.target(run.target) else {
+                continue;
+            };
+            let missed =
+                run.breached.is_some() || run.instant_at(p.counting, d).is_some_and(|t| t <= now);
+            let met = match run.end {
+                _ if missed => false,
+                Some((_, End::Done)) => true,
+                _ => continue,
+            };
+            out.push(SlaOutcome {
+                target: run.target.as_str().to_owned(),
+                priority: tl.case.priority,
+                met,
+            });
+        }
+        out
+    })
+}
+
+/// The SLA part of the totals as `stats` shows it.
+pub fn met_table(tally: &crate::store::Tally) -> MetTable {
+    tally
+        .sla
+        .iter()
+        .filter_map(|((target, priority), (met, n))| {
+            let t = target.parse::<Target>().ok()?;
+            Some(((t, *priority), (*met as u32, *n as u32)))
+        })
+        .collect()
+}
+
 /// A persisted plan: the number of events it was made from, the next
 /// instant and the targets, in a fixed binary layout (~40 bytes a target;
 /// read for every open case at start, so no JSON).

@@ -11,7 +11,9 @@
 //! | `e`    | case number, event seq (u32 BE)  | event (JSON)            |
 //! | `x`    | external ticket id               | case number             |
 //! | `s`    | status code, case number         | number of events (u32   |
-//! |        |                                  | BE; empty before v2)    |
+//! |        |                                  | BE; empty before v2),   |
+//! |        |                                  | priority, opened at,    |
+//! |        |                                  | assignee (v3)           |
 //! | `a`    | assignee, 0xFF, case number      | empty (assignee index)  |
 //! | `d`    | due time (ms, biased), case      | empty (SLA due index)   |
 //! | `t`    | case number                      | SLA plan of an open case|
@@ -22,6 +24,10 @@
 //! | `q`    | outbound sequence number         | helpdesk event to POST  |
 //! | `g`    | outbound sequence number         | event set aside         |
 //! | `m`    | name                             | schema, next case no.   |
+//! | `y` `r`| case number                      | see [`books`]           |
+//!
+//! `stats` and `queue` read totals and an open-case index kept in step
+//! with every write ([`tally`], [`books`]), not the cases themselves.
 //!
 //! The customer's text is stored once, in the `opened` event: the case
 //! projection is rewritten on every change (each delivery records a
@@ -35,7 +41,9 @@
 //! so durable throughput grows with the number of writers instead of being
 //! capped at the disk's fsync rate.
 
+mod books;
 mod group_commit;
+pub mod tally;
 
 use std::path::Path;
 use std::sync::Mutex;
@@ -50,6 +58,7 @@ use crate::message::{Action, Outgoing};
 use crate::outbound::Queued;
 pub use group_commit::Durable;
 use group_commit::GroupCommit;
+pub use tally::{OpenCase, Settler, SlaOutcome, Tally};
 
 /// The page cache sled gets unless `[store] cache_mb` says otherwise, in
 /// MiB. Intake writes and reads back only recent cases, so a small cache
@@ -58,7 +67,7 @@ pub const DEFAULT_CACHE_MB: u64 = 64;
 
 /// The schema this build writes. Bump it and add a step to [`migrate`] when
 /// the on-disk layout changes.
-pub const SCHEMA_VERSION: u32 = 2;
+pub const SCHEMA_VERSION: u32 = 3;
 
 const META_SCHEMA: &[u8] = b"mschema";
 const META_NEXT_CASE: &[u8] = b"mnext_case";
@@ -148,6 +157,17 @@ impl std::fmt::Debug for Store {
 
 struct Shared {
     db: sled::Db,
+    /// The totals for `stats` and the open cases for `queue`. A
+    /// `std::sync::Mutex`: held for in-memory updates only.
+    books: Mutex<books::Books>,
+    /// Held shared by a write from the moment it looks at the books until
+    /// its changes to them are applied, and exclusively by a checkpoint, so
+    /// a checkpoint never sees a write's batch without its totals.
+    gate: std::sync::RwLock<()>,
+    /// A checkpoint is being written (only one at a time).
+    checkpointing: std::sync::atomic::AtomicBool,
+    /// Judges SLA runs for the totals (see [`Store::set_settler`]).
+    settler: std::sync::RwLock<Option<std::sync::Arc<Settler>>>,
     /// External ticket ids being opened right now (see `Store::claim`). A
     /// `std::sync::Mutex`: held for a lookup and an insert, never during I/O
     /// waits.
@@ -247,8 +267,13 @@ impl Store {
                 id
             }
         };
+        let books = books::load(&db)?;
         Ok(Store {
             shared: std::sync::Arc::new(Shared {
+                books: Mutex::new(books),
+                gate: std::sync::RwLock::new(()),
+                checkpointing: std::sync::atomic::AtomicBool::new(false),
+                settler: std::sync::RwLock::new(None),
                 outbox_reserved: Mutex::new(next_outbox),
                 fresh: Mutex::new(Fresh::default()),
                 commit: GroupCommit::new(db.clone()),
@@ -318,10 +343,18 @@ impl Store {
         };
         case.apply(&event)?;
         let mut batch = sled::Batch::default();
-        write_case(&mut batch, Some(&before), &case)?;
+        let mut ledger = self.ledger();
+        self.write_case(
+            &mut ledger,
+            &mut batch,
+            Some(&before),
+            &case,
+            std::slice::from_ref(&event),
+        )?;
         batch.insert(event_key(id, event.seq), to_json(&event)?);
         self.queue_outbound(&mut batch, &case, &event)?;
         self.db().apply_batch(batch)?;
+        self.settle(ledger);
         let ticket = self.shared.commit.written();
         drop(guard);
         ticket.wait()?;
@@ -388,6 +421,7 @@ impl Store {
         let (kinds, outbox) = then(&case);
         let mut batch = sled::Batch::default();
         batch.insert(event_key(id, 0), to_json(&opened)?);
+        let mut written = vec![opened];
         for kind in kinds {
             let ev = Event {
                 seq: case.events,
@@ -399,9 +433,11 @@ impl Store {
             case.apply(&ev)?;
             batch.insert(event_key(id, ev.seq), to_json(&ev)?);
             self.queue_outbound(&mut batch, &case, &ev)?;
+            written.push(ev);
         }
         batch.insert(ext_key(&first.external_id), &id.0.to_be_bytes());
-        write_case(&mut batch, None, &case)?;
+        let mut ledger = self.ledger();
+        self.write_case(&mut ledger, &mut batch, None, &case, &written)?;
         let fresh = self.queue(&mut batch, outbox)?;
         if let Some(key) = seen {
             batch.insert(state_key(&seen_key(key)), b"1".as_slice());
@@ -409,6 +445,7 @@ impl Store {
         // No `mnext_case` write per case: at open the next number is one
         // past the highest case key, which this batch writes.
         self.db().apply_batch(batch)?;
+        self.settle(ledger);
         let ticket = self.shared.commit.written();
         self.publish(fresh);
         drop(claim);
@@ -472,10 +509,12 @@ impl Store {
     ) -> Result<Option<Case>, StoreError> {
         let guard = self.shared.write.lock().unwrap_or_else(|e| e.into_inner());
         let mut batch = sled::Batch::default();
+        let mut ledger = self.ledger();
         let mut after = None;
         if let Some(id) = id {
             let before = self.stored_case(id)?.ok_or(StoreError::NotFound(id))?;
             let mut case = before.clone();
+            let mut written = Vec::with_capacity(events.len());
             for (kind, reason) in events {
                 let ev = Event {
                     seq: case.events,
@@ -487,9 +526,10 @@ impl Store {
                 case.apply(&ev)?;
                 batch.insert(event_key(id, ev.seq), to_json(&ev)?);
                 self.queue_outbound(&mut batch, &case, &ev)?;
+                written.push(ev);
             }
             if case.events != before.events {
-                write_case(&mut batch, Some(&before), &case)?;
+                self.write_case(&mut ledger, &mut batch, Some(&before), &case, &written)?;
             }
             after = Some(case);
         }
@@ -498,6 +538,7 @@ impl Store {
             batch.insert(state_key(&seen_key(key)), b"1".as_slice());
         }
         self.db().apply_batch(batch)?;
+        self.settle(ledger);
         let ticket = self.shared.commit.written();
         self.publish(fresh);
         drop(guard);
@@ -768,6 +809,7 @@ impl Store {
     ) -> Result<Durable, StoreError> {
         let guard = self.shared.write.lock().unwrap_or_else(|e| e.into_inner());
         let mut batch = sled::Batch::default();
+        let mut ledger = self.ledger();
         batch.remove(outbox_key(b'o', seq));
         if let Some(key) = &msg.record_as {
             batch.insert(state_key(&format!("posted:{key}")), message_id.as_bytes());
@@ -802,11 +844,18 @@ impl Store {
                 // A closed case refuses new events; the delivery still counts.
                 if case.apply(&ev).is_ok() {
                     batch.insert(event_key(id, ev.seq), to_json(&ev)?);
-                    write_case(&mut batch, Some(&before), &case)?;
+                    self.write_case(
+                        &mut ledger,
+                        &mut batch,
+                        Some(&before),
+                        &case,
+                        std::slice::from_ref(&ev),
+                    )?;
                 }
             }
         }
         self.db().apply_batch(batch)?;
+        self.settle(ledger);
         let ticket = self.shared.commit.written();
         drop(guard);
         Ok(ticket)
@@ -1010,7 +1059,9 @@ impl Store {
             for kv in self.db().scan_prefix([b's', status.code()]) {
                 let (k, v) = kv?;
                 let id = CaseId(decode_u64(&k[k.len() - 8..])?);
-                let n = <[u8; 4]>::try_from(&v[..]).ok().map(u32::from_be_bytes);
+                let n = v
+                    .get(..4)
+                    .map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]));
                 out.push((id, n));
             }
         }
@@ -1147,6 +1198,7 @@ impl Store {
     pub fn import_cases(&self, cases: Vec<(CaseId, Vec<Event>)>) -> Result<usize, StoreError> {
         let _guard = self.shared.write.lock().unwrap_or_else(|e| e.into_inner());
         let mut batch = sled::Batch::default();
+        let mut ledger = self.ledger();
         let mut next = self.shared.next_case.load(Ordering::Relaxed);
         let n = cases.len();
         for (id, events) in cases {
@@ -1155,7 +1207,7 @@ impl Store {
                 return Err(StoreError::Corrupt(format!("{id} already exists")));
             }
             batch.insert(ext_key(&case.external_id), &id.0.to_be_bytes());
-            write_case(&mut batch, None, &case)?;
+            self.write_case(&mut ledger, &mut batch, None, &case, &events)?;
             for ev in &events {
                 batch.insert(event_key(id, ev.seq), to_json(ev)?);
             }
@@ -1163,6 +1215,7 @@ impl Store {
         }
         self.raise(META_NEXT_CASE, next)?;
         self.db().apply_batch(batch)?;
+        self.settle(ledger);
         self.shared.next_case.fetch_max(next, Ordering::Relaxed);
         self.shared.commit.written().wait()?;
         Ok(n)
@@ -1178,6 +1231,7 @@ impl Store {
     pub fn import_chunk(&self, chunk: ImportChunk) -> Result<(), StoreError> {
         let _guard = self.shared.write.lock().unwrap_or_else(|e| e.into_inner());
         let mut batch = sled::Batch::default();
+        let mut ledger = self.ledger();
         let mut next = self.shared.next_case.load(Ordering::Relaxed);
         for (exported, events) in &chunk.cases {
             let id = exported.id;
@@ -1191,7 +1245,7 @@ impl Store {
                 return Err(StoreError::Corrupt(format!("{id} already exists")));
             }
             batch.insert(ext_key(&case.external_id), &id.0.to_be_bytes());
-            write_case(&mut batch, None, &case)?;
+            self.write_case(&mut ledger, &mut batch, None, &case, events)?;
             for ev in events {
                 batch.insert(event_key(id, ev.seq), to_json(ev)?);
             }
@@ -1205,6 +1259,7 @@ impl Store {
         }
         self.raise(META_NEXT_CASE, next)?;
         self.db().apply_batch(batch)?;
+        self.settle(ledger);
         self.shared.next_case.fetch_max(next, Ordering::Relaxed);
         Ok(())
     }
@@ -1223,6 +1278,7 @@ impl Store {
 
     /// Flushes everything to disk (used at shutdown).
     pub fn flush(&self) -> Result<(), StoreError> {
+        self.shared.checkpoint(true)?;
         self.db().flush()?;
         Ok(())
     }
@@ -1239,6 +1295,16 @@ struct Fresh {
     msgs: Vec<(u64, Outgoing)>,
     /// Some were dropped: the dispatcher must scan the store.
     overflowed: bool,
+}
+
+impl Drop for Shared {
+    /// The last handle is gone: the totals are checkpointed so the next
+    /// start has no journal to read.
+    fn drop(&mut self) {
+        if let Err(e) = self.checkpoint(true) {
+            tracing::warn!("checkpointing the stats totals at close: {e}");
+        }
+    }
 }
 
 /// A reserved case number; releases the reservation when dropped.
@@ -1287,7 +1353,8 @@ fn redact_kind(kind: EventKind) -> EventKind {
     }
 }
 
-/// Writes a case projection and moves its index entries from `before`.
+/// Writes a case projection and moves its index entries from `before`
+/// (the books' side is [`Store::write_case`]).
 fn write_case(
     batch: &mut sled::Batch,
     before: Option<&Case>,
@@ -1306,7 +1373,7 @@ fn write_case(
             batch.remove(assignee_key(a, b.id));
         }
     }
-    batch.insert(status_key(case.status, case.id), &case.events.to_be_bytes());
+    batch.insert(status_key(case.status, case.id), tally::status_value(case));
     if let (Some(a), false) = (&case.assignee, assignee_same) {
         batch.insert(assignee_key(a, case.id), &[]);
     }
@@ -1376,6 +1443,12 @@ fn migrate(db: &sled::Db) -> Result<(), StoreError> {
             // its next change. Nothing to do now, but a schema 1 build
             // must not open a schema 2 store (it would show no bodies).
             1 => {}
+            // 2 -> 3: totals for `stats` and the open-case index. The
+            // totals are counted from every projection when the store has
+            // no checkpoint ([`books::load`]); status entries get the
+            // queue's fields at their next write. A schema 2 build would
+            // write without keeping the totals, so it must not open this.
+            2 => {}
             _ => unreachable!("no step from schema {from}"),
         }
     }

@@ -1,0 +1,318 @@
+//! Keeping the totals and the open-case index in step with the writes (see
+//! [`super::tally`] for what they hold and how they survive a crash).
+//!
+//! | prefix | key          | value                                          |
+//! |--------|--------------|------------------------------------------------|
+//! | `y`    | case number  | the case's contribution at the last checkpoint |
+//! |        |              | (JSON; empty: the case did not exist then)     |
+//! | `r`    | case number  | its settled SLA runs (JSON), when it has any   |
+//! | `m`    | `tally`      | the totals at the last checkpoint (JSON)       |
+
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, RwLockReadGuard};
+use std::time::{Duration, Instant};
+
+use super::tally::{Contribution, OpenCase, Settler, SlaOutcome, Tally, open_case_from};
+use super::{Shared, Store, StoreError, decode_u64, from_json, status_key, to_json};
+use crate::case::{Case, CaseId, Event, EventKind, Status};
+
+pub(super) const META_TALLY: &[u8] = b"mtally";
+
+/// How often the totals are checkpointed, at most.
+const CHECKPOINT_EVERY: Duration = Duration::from_secs(1);
+
+/// The totals and the open cases, in memory.
+#[derive(Default)]
+pub(super) struct Books {
+    tally: Tally,
+    open: HashMap<CaseId, OpenCase>,
+    /// Cases changed since the last checkpoint (each has a `y` key).
+    dirty: HashSet<u64>,
+    last_checkpoint: Option<Instant>,
+}
+
+/// One write's changes to the books, applied once its batch is. Holds the
+/// gate shared, so a checkpoint never falls between the batch and the
+/// change to the totals.
+pub(super) struct Ledger<'a> {
+    _gate: RwLockReadGuard<'a, ()>,
+    changes: Vec<Change>,
+}
+
+struct Change {
+    id: CaseId,
+    before: Option<Contribution>,
+    after: Contribution,
+    open: Option<OpenCase>,
+}
+
+impl Books {
+    fn apply(&mut self, changes: Vec<Change>) {
+        for c in changes {
+            self.tally.change(c.before.as_ref(), &c.after);
+            match c.open {
+                Some(o) => {
+                    self.open.insert(c.id, o);
+                }
+                None => {
+                    self.open.remove(&c.id);
+                }
+            }
+            self.dirty.insert(c.id.0);
+        }
+    }
+}
+
+impl Store {
+    /// Starts a write that changes cases; pass it to [`Store::write_case`]
+    /// and, once the batch is applied, to [`Store::settle`] — before the
+    /// case's write lock is released.
+    pub(super) fn ledger(&self) -> Ledger<'_> {
+        Ledger {
+            _gate: self.shared.gate.read().unwrap_or_else(|e| e.into_inner()),
+            changes: Vec::new(),
+        }
+    }
+
+    /// Adds a case's new projection to `batch`, moves its index entries
+    /// from `before`, and notes the change to the totals in `ledger`.
+    /// `new_events` are the events this write adds (all of them for a new
+    /// case): when one of them can change how the case's SLA runs are
+    /// judged, the settler judges the whole history again.
+    pub(super) fn write_case(
+        &self,
+        ledger: &mut Ledger<'_>,
+        batch: &mut sled::Batch,
+        before: Option<&Case>,
+        case: &Case,
+        new_events: &[Event],
+    ) -> Result<(), StoreError> {
+        super::write_case(batch, before, case)?;
+        let id = case.id;
+        let before_sla = match before {
+            Some(_) => self.sla_outcomes(id)?,
+            None => Vec::new(),
+        };
+        let settler = self.settler();
+        let after_sla = match settler {
+            Some(settle)
+                if new_events
+                    .iter()
+                    .any(|e| !matches!(e.kind, EventKind::Posted { .. })) =>
+            {
+                let mut all = match before {
+                    Some(_) => self.events(id)?,
+                    None => Vec::new(),
+                };
+                all.extend(new_events.iter().cloned());
+                settle(id, &all)
+            }
+            _ => before_sla.clone(),
+        };
+        if after_sla != before_sla {
+            if after_sla.is_empty() {
+                batch.remove(outcome_key(id));
+            } else {
+                batch.insert(outcome_key(id), to_json(&after_sla)?);
+            }
+        }
+        let before = before.map(|b| Contribution::of(b, before_sla));
+        let after = Contribution::of(case, after_sla);
+        if !self.books().dirty.contains(&id.0) {
+            let at_checkpoint = match &before {
+                Some(c) => to_json(c)?,
+                None => Vec::new(),
+            };
+            batch.insert(journal_key(id), at_checkpoint);
+        }
+        ledger.changes.push(Change {
+            id,
+            before,
+            after,
+            open: case.status.is_open().then(|| OpenCase::of(case)),
+        });
+        Ok(())
+    }
+
+    /// Applies a ledger whose batch was applied; checkpoints when the last
+    /// checkpoint is [`CHECKPOINT_EVERY`] old and no other write is under
+    /// way (one writer a second pays for it, a few milliseconds; callers
+    /// may hold the case write lock, so this never waits for the gate).
+    pub(super) fn settle(&self, ledger: Ledger<'_>) {
+        let Ledger { _gate, changes } = ledger;
+        let due = {
+            let mut books = self.books();
+            books.apply(changes);
+            books
+                .last_checkpoint
+                .is_none_or(|t| t.elapsed() >= CHECKPOINT_EVERY)
+        };
+        drop(_gate);
+        if due && !self.shared.checkpointing.swap(true, Ordering::AcqRel) {
+            if let Err(e) = self.shared.checkpoint(false) {
+                tracing::warn!("checkpointing the stats totals: {e}");
+            }
+            self.shared.checkpointing.store(false, Ordering::Release);
+        }
+    }
+}
+
+impl Shared {
+    /// Writes the totals and forgets the journal of the cases changed since
+    /// the last checkpoint, in one batch. Not flushed: if a crash loses it,
+    /// it loses the writes after it too (sled keeps a prefix of its log),
+    /// and the previous checkpoint with its journal still adds up.
+    /// `wait`: wait for writes under way; otherwise skip when there are.
+    pub(super) fn checkpoint(&self, wait: bool) -> Result<(), StoreError> {
+        let _gate = if wait {
+            self.gate.write().unwrap_or_else(|e| e.into_inner())
+        } else {
+            match self.gate.try_write() {
+                Ok(g) => g,
+                Err(std::sync::TryLockError::Poisoned(e)) => e.into_inner(),
+                Err(std::sync::TryLockError::WouldBlock) => return Ok(()),
+            }
+        };
+        let books = || self.books.lock().unwrap_or_else(|e| e.into_inner());
+        let (tally, ids) = {
+            let mut books = books();
+            books.last_checkpoint = Some(Instant::now());
+            if books.dirty.is_empty() {
+                return Ok(());
+            }
+            (to_json(&books.tally)?, std::mem::take(&mut books.dirty))
+        };
+        let mut batch = sled::Batch::default();
+        batch.insert(META_TALLY, tally);
+        for id in &ids {
+            batch.remove(journal_key(CaseId(*id)));
+        }
+        if let Err(e) = self.db.apply_batch(batch) {
+            books().dirty.extend(ids);
+            return Err(e.into());
+        }
+        Ok(())
+    }
+}
+
+impl Store {
+    /// The totals over every case, for `stats`.
+    pub fn tally(&self) -> Tally {
+        self.books().tally.clone()
+    }
+
+    /// Every open case, by case number, for `queue`.
+    pub fn open_cases(&self) -> Vec<OpenCase> {
+        let mut v: Vec<OpenCase> = self.books().open.values().cloned().collect();
+        v.sort_unstable_by_key(|o| o.id);
+        v
+    }
+
+    /// Sets how SLA runs are judged (the SLA engine's settings). Cases
+    /// written before it is set, and by a build without one, count no SLA
+    /// runs until their next change.
+    pub fn set_settler(&self, settler: Arc<Settler>) {
+        *self
+            .shared
+            .settler
+            .write()
+            .unwrap_or_else(|e| e.into_inner()) = Some(settler);
+    }
+
+    fn settler(&self) -> Option<Arc<Settler>> {
+        self.shared
+            .settler
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    fn sla_outcomes(&self, id: CaseId) -> Result<Vec<SlaOutcome>, StoreError> {
+        self.db()
+            .get(outcome_key(id))?
+            .map(|v| from_json(&v))
+            .transpose()
+            .map(Option::unwrap_or_default)
+    }
+
+    fn books(&self) -> std::sync::MutexGuard<'_, Books> {
+        self.shared.books.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// Reads the books at open: the last checkpoint corrected by the journal,
+/// and the open cases from the status index. A store from before schema 3
+/// has no checkpoint: its totals are counted once from every projection.
+pub(super) fn load(db: &sled::Db) -> Result<Books, StoreError> {
+    let mut books = Books::default();
+    let stored = |id: CaseId| -> Result<Option<Case>, StoreError> {
+        db.get(super::case_key(id))?
+            .map(|v| from_json(&v))
+            .transpose()
+    };
+    let outcomes = |id: CaseId| -> Result<Vec<SlaOutcome>, StoreError> {
+        db.get(outcome_key(id))?
+            .map(|v| from_json(&v))
+            .transpose()
+            .map(Option::unwrap_or_default)
+    };
+    match db.get(META_TALLY)? {
+        Some(v) => {
+            books.tally = from_json(&v)?;
+            for kv in db.scan_prefix(b"y") {
+                let (k, v) = kv?;
+                let id = CaseId(decode_u64(&k[1..])?);
+                if !v.is_empty() {
+                    books.tally.add(&from_json::<Contribution>(&v)?, -1);
+                }
+                if let Some(case) = stored(id)? {
+                    books.tally.add(&Contribution::of(&case, outcomes(id)?), 1);
+                }
+                books.dirty.insert(id.0);
+            }
+        }
+        None => {
+            let mut n = 0u64;
+            for kv in db.scan_prefix(b"c") {
+                let case: Case = from_json(&kv?.1)?;
+                books
+                    .tally
+                    .add(&Contribution::of(&case, outcomes(case.id)?), 1);
+                n += 1;
+                if n.is_multiple_of(100_000) {
+                    tracing::info!(cases = n, "counting cases for stats");
+                }
+            }
+            // Makes the first checkpoint write it.
+            books.dirty.insert(0);
+        }
+    }
+    for status in Status::ALL.into_iter().filter(|s| s.is_open()) {
+        for kv in db.scan_prefix(status_key(status, CaseId(0)).split_at(2).0) {
+            let (k, v) = kv?;
+            let id = CaseId(decode_u64(&k[k.len() - 8..])?);
+            let open = match open_case_from(id, status, &v) {
+                Some(o) => o,
+                None => match stored(id)? {
+                    Some(case) => OpenCase::of(&case),
+                    None => continue,
+                },
+            };
+            books.open.insert(id, open);
+        }
+    }
+    Ok(books)
+}
+
+fn journal_key(id: CaseId) -> Vec<u8> {
+    let mut k = vec![b'y'];
+    k.extend_from_slice(&id.0.to_be_bytes());
+    k
+}
+
+fn outcome_key(id: CaseId) -> Vec<u8> {
+    let mut k = vec![b'r'];
+    k.extend_from_slice(&id.0.to_be_bytes());
+    k
+}
