@@ -16,9 +16,16 @@ impl Stats {
     pub(crate) fn apply(self, ctx: &mut Ctx) -> Result<(), CmdError> {
         ctx.require(Role::Lead, "stats")?;
         // Running totals kept with every write: no case is read.
-        let tally = ctx.shared().store.tally();
+        let store = &ctx.shared().store;
+        let tally = store.tally();
         let met = crate::sla::engine::met_table(&tally);
-        ctx.reply(crate::view::stats_with_sla(&tally, &met))?;
+        let mut text = crate::view::stats_with_sla(&tally, &met);
+        if let Some((done, of)) = store.sla_backfill() {
+            text.push_str(&format!(
+                "\n(SLA met % still counting cases from before the upgrade: {done} of {of})"
+            ));
+        }
+        ctx.reply(text)?;
         Ok(())
     }
 }

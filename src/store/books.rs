@@ -18,6 +18,12 @@ use super::{Shared, Store, StoreError, decode_u64, from_json, status_key, to_jso
 use crate::case::{Case, CaseId, Event, EventKind, Status};
 
 pub(super) const META_TALLY: &[u8] = b"mtally";
+/// The next case whose SLA runs are still to be judged for the totals
+/// (stores from before schema 3; removed when done).
+const META_SLA_BACKFILL: &[u8] = b"msla_backfill";
+/// Cases judged per batch by the backfill (it holds the case write lock
+/// for one batch: a few milliseconds).
+const BACKFILL_CHUNK: u64 = 64;
 
 /// How often the totals are checkpointed, at most.
 const CHECKPOINT_EVERY: Duration = Duration::from_secs(1);
@@ -210,14 +216,101 @@ impl Store {
     }
 
     /// Sets how SLA runs are judged (the SLA engine's settings). Cases
-    /// written before it is set, and by a build without one, count no SLA
-    /// runs until their next change.
+    /// written before it is set count no SLA runs until their next change,
+    /// except in a store upgraded from schema 2: its older cases are judged
+    /// once, in the background ([`Store::sla_backfill`]).
     pub fn set_settler(&self, settler: Arc<Settler>) {
         *self
             .shared
             .settler
             .write()
             .unwrap_or_else(|e| e.into_inner()) = Some(settler);
+        if self.sla_backfill().is_some() && !self.shared.backfilling.swap(true, Ordering::AcqRel) {
+            let store = self.clone();
+            let spawned = std::thread::Builder::new()
+                .name("sla-backfill".into())
+                .spawn(move || {
+                    if let Err(e) = store.backfill() {
+                        tracing::warn!("judging older cases' SLA runs for stats: {e}");
+                    }
+                    store.shared.backfilling.store(false, Ordering::Release);
+                });
+            if let Err(e) = spawned {
+                tracing::warn!("cannot start judging older cases' SLA runs: {e}");
+            }
+        }
+    }
+
+    /// While older cases' SLA runs are still being judged: how many of the
+    /// cases are done, and how many there are.
+    pub fn sla_backfill(&self) -> Option<(u64, u64)> {
+        let next = decode_u64(&self.db().get(META_SLA_BACKFILL).ok()??).ok()?;
+        Some((next.saturating_sub(1), self.case_count()))
+    }
+
+    /// Judges the SLA runs of every case from the backfill mark on, a chunk
+    /// at a time, each chunk with its mark in one batch (a restart goes on
+    /// where it stopped). Stops when the store is the last one holding it.
+    fn backfill(&self) -> Result<(), StoreError> {
+        let Some(settle) = self.settler() else {
+            return Ok(());
+        };
+        let started = Instant::now();
+        let total = self.case_count();
+        while let Some((done, _)) = self.sla_backfill() {
+            if Arc::strong_count(&self.shared) == 1 {
+                return Ok(());
+            }
+            let from = done + 1;
+            let to = (from + BACKFILL_CHUNK).min(total + 1);
+            let guard = self.shared.write.lock().unwrap_or_else(|e| e.into_inner());
+            let mut batch = sled::Batch::default();
+            let mut ledger = self.ledger();
+            for n in from..to {
+                let id = CaseId(n);
+                let Some(case) = self.stored_case(id)? else {
+                    continue;
+                };
+                let outcomes = settle(id, &self.events(id)?);
+                let before = self.sla_outcomes(id)?;
+                if outcomes == before {
+                    continue;
+                }
+                batch.insert(outcome_key(id), to_json(&outcomes)?);
+                let before = Contribution::of(&case, before);
+                if !self.books().dirty.contains(&id.0) {
+                    batch.insert(journal_key(id), to_json(&before)?);
+                }
+                ledger.changes.push(Change {
+                    id,
+                    before: Some(before),
+                    after: Contribution::of(&case, outcomes),
+                    open: case.status.is_open().then(|| OpenCase::of(&case)),
+                });
+            }
+            if to > total {
+                batch.remove(META_SLA_BACKFILL);
+            } else {
+                batch.insert(META_SLA_BACKFILL, &to.to_be_bytes());
+            }
+            self.db().apply_batch(batch)?;
+            self.settle(ledger);
+            drop(guard);
+            if to > total {
+                tracing::info!(
+                    cases = total,
+                    secs = started.elapsed().as_secs(),
+                    "older cases' SLA runs judged for stats"
+                );
+            } else if from / 100_000 != to / 100_000 {
+                tracing::info!(
+                    done = to - 1,
+                    of = total,
+                    "judging older cases' SLA runs for stats"
+                );
+            }
+        }
+        Ok(())
     }
 
     fn settler(&self) -> Option<Arc<Settler>> {
@@ -286,6 +379,9 @@ pub(super) fn load(db: &sled::Db) -> Result<Books, StoreError> {
             }
             // Makes the first checkpoint write it.
             books.dirty.insert(0);
+            if n > 0 {
+                db.insert(META_SLA_BACKFILL, &1u64.to_be_bytes())?;
+            }
         }
     }
     for status in Status::ALL.into_iter().filter(|s| s.is_open()) {

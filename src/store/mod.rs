@@ -166,6 +166,8 @@ struct Shared {
     gate: std::sync::RwLock<()>,
     /// A checkpoint is being written (only one at a time).
     checkpointing: std::sync::atomic::AtomicBool,
+    /// Older cases' SLA runs are being judged (see `Store::set_settler`).
+    backfilling: std::sync::atomic::AtomicBool,
     /// Judges SLA runs for the totals (see [`Store::set_settler`]).
     settler: std::sync::RwLock<Option<std::sync::Arc<Settler>>>,
     /// External ticket ids being opened right now (see `Store::claim`). A
@@ -273,6 +275,7 @@ impl Store {
                 books: Mutex::new(books),
                 gate: std::sync::RwLock::new(()),
                 checkpointing: std::sync::atomic::AtomicBool::new(false),
+                backfilling: std::sync::atomic::AtomicBool::new(false),
                 settler: std::sync::RwLock::new(None),
                 outbox_reserved: Mutex::new(next_outbox),
                 fresh: Mutex::new(Fresh::default()),
@@ -1577,6 +1580,61 @@ mod tests {
     /// index values, no version mark for 2) opens, reads its bodies, and
     /// is marked schema 2; its first change writes the projection without
     /// the body and the event count into the status entry.
+    #[test]
+    fn a_schema_2_store_gets_its_totals_and_older_sla_runs_counted() {
+        let dir = tempfile::tempdir().unwrap();
+        let at = Timestamp::now();
+        {
+            let store = Store::open(dir.path()).unwrap();
+            for i in 0..150 {
+                let id = store
+                    .open_case(new_case(&format!("ZD-{i}")), "t", at)
+                    .unwrap()
+                    .case
+                    .id;
+                if i % 3 == 0 {
+                    let note = EventKind::Note { text: "n".into() };
+                    store.append(id, "t", note, None, at).unwrap();
+                }
+            }
+            // Make it what schema 2 left: no totals, no journal.
+            store.flush().unwrap();
+            let db = store.db();
+            db.remove(books::META_TALLY).unwrap();
+            for kv in db.scan_prefix(b"y") {
+                db.remove(kv.unwrap().0).unwrap();
+            }
+            db.insert(META_SCHEMA, &2u64.to_be_bytes()).unwrap();
+            db.flush().unwrap();
+        }
+        let store = Store::open(dir.path()).unwrap();
+        let t = store.tally();
+        assert_eq!((t.cases(), t.by_status[&Status::New]), (150, 150));
+        assert!(t.sla.is_empty());
+        assert_eq!(store.sla_backfill(), Some((0, 150)));
+        // The cases with a note "met" their target.
+        store.set_settler(std::sync::Arc::new(|_, events: &[Event]| {
+            vec![SlaOutcome {
+                target: "resolution".into(),
+                priority: crate::case::Priority::P2,
+                met: events.len() > 1,
+            }]
+        }));
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        while store.sla_backfill().is_some() {
+            assert!(std::time::Instant::now() < deadline, "backfill stuck");
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        let key = ("resolution".to_string(), crate::case::Priority::P2);
+        assert_eq!(store.tally().sla[&key], (50, 150));
+        // Counted once: a restart neither loses nor repeats it.
+        let before = store.tally();
+        drop(store);
+        let store = Store::open(dir.path()).unwrap();
+        assert_eq!(store.tally(), before);
+        assert_eq!(store.sla_backfill(), None);
+    }
+
     #[test]
     fn a_schema_1_store_opens_and_keeps_its_bodies() {
         let dir = tempfile::tempdir().unwrap();
