@@ -9,6 +9,7 @@ use jiff::{SignedDuration, Timestamp};
 use super::plan::{Risk, TargetSla};
 use super::timeline::{AlertId, Target};
 use crate::case::{Case, Priority};
+use crate::store::OpenCase;
 use crate::view::human;
 
 /// `03-02 10:15 CST`.
@@ -167,14 +168,21 @@ pub fn closed(alert: AlertId, why: &str) -> String {
 
 /// One line of the `sla` report.
 fn report_line(
-    case: Option<&Case>,
+    case: Option<&OpenCase>,
     id: crate::case::CaseId,
     t: &TargetSla,
     now: Timestamp,
     tz: &TimeZone,
 ) -> String {
     let prio = case.map_or(String::new(), |c| format!(" {}", c.priority));
-    let who = case.map_or_else(|| "?".into(), assignee);
+    let who = case.map_or_else(
+        || "?".into(),
+        |c| {
+            c.assignee
+                .clone()
+                .unwrap_or_else(|| "nobody (unassigned)".into())
+        },
+    );
     let timing = match (t.due, t.paused_left) {
         (Some(due), _) if due <= now => {
             format!(
@@ -203,7 +211,7 @@ fn report_line(
 /// first. `cases` holds the listed cases (for priority and assignee).
 pub fn report(
     rows: &[(crate::case::CaseId, TargetSla, Risk)],
-    cases: &BTreeMap<crate::case::CaseId, Case>,
+    cases: &BTreeMap<crate::case::CaseId, OpenCase>,
     show: (bool, bool),
     now: Timestamp,
     tz: &TimeZone,

@@ -215,6 +215,17 @@ impl Store {
         v
     }
 
+    /// The open cases among `ids`, from the index.
+    pub fn open_cases_among(
+        &self,
+        ids: &std::collections::BTreeSet<CaseId>,
+    ) -> std::collections::BTreeMap<CaseId, OpenCase> {
+        let books = self.books();
+        ids.iter()
+            .filter_map(|id| books.open.get(id).map(|o| (*id, o.clone())))
+            .collect()
+    }
+
     /// Sets how SLA runs are judged (the SLA engine's settings). Cases
     /// written before it is set count no SLA runs until their next change,
     /// except in a store upgraded from schema 2: its older cases are judged
@@ -244,8 +255,13 @@ impl Store {
     /// While older cases' SLA runs are still being judged: how many of the
     /// cases are done, and how many there are.
     pub fn sla_backfill(&self) -> Option<(u64, u64)> {
-        let next = decode_u64(&self.db().get(META_SLA_BACKFILL).ok()??).ok()?;
-        Some((next.saturating_sub(1), self.case_count()))
+        let total = self.case_count();
+        match self.db().get(META_SLA_BACKFILL).ok().flatten() {
+            Some(v) => Some((decode_u64(&v).ok()?.saturating_sub(1), total)),
+            // The last chunk's totals are applied just after its mark goes.
+            None if self.shared.backfilling.load(Ordering::Acquire) => Some((total, total)),
+            None => None,
+        }
     }
 
     /// Judges the SLA runs of every case from the backfill mark on, a chunk
@@ -257,7 +273,8 @@ impl Store {
         };
         let started = Instant::now();
         let total = self.case_count();
-        while let Some((done, _)) = self.sla_backfill() {
+        while let Some(v) = self.db().get(META_SLA_BACKFILL)? {
+            let done = decode_u64(&v)?.saturating_sub(1);
             if Arc::strong_count(&self.shared) == 1 {
                 return Ok(());
             }
