@@ -10,6 +10,7 @@
 //! | [`case`]     | cases, their lifecycle and event history                        |
 //! | [`store`]    | the sled database (the only module that imports sled)           |
 //! | [`lang`]     | the languages replies are written in                           |
+//! | [`memory`]   | handing freed start-up memory back to the OS                   |
 //! | [`message`]  | our own types for what arrives from chat and what we send      |
 //! | [`bot`]      | the core: chat events -> commands -> case changes + messages   |
 //! | [`command`]  | one file per chat command (parse, then apply)                  |
@@ -30,6 +31,7 @@ pub mod command;
 pub mod config;
 pub mod http;
 pub mod lang;
+pub mod memory;
 pub mod message;
 pub mod outbound;
 pub mod outbox;

@@ -32,7 +32,7 @@
 //! numbers come from a counter persisted in blocks: a crash may skip a few
 //! numbers, but never reuses one.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, BinaryHeap, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -393,7 +393,9 @@ impl Sla {
             let started = std::time::Instant::now();
             match tokio::task::spawn_blocking(move || s.load()).await {
                 Ok(Ok(n)) => {
-                    tracing::info!(cases = n, took = ?started.elapsed(), "SLA timers loaded")
+                    tracing::info!(cases = n, took = ?started.elapsed(), "SLA timers loaded");
+                    // Start-up is over: hand its freed buffers back.
+                    crate::memory::trim();
                 }
                 Ok(Err(e)) => tracing::error!("SLA timers could not be loaded: {e:#}"),
                 Err(e) => tracing::error!("SLA load panicked: {e}"),
@@ -883,21 +885,51 @@ impl Sla {
     }
 
     /// Every tracked target at risk or breached now, most urgent first.
-    fn rows(&self, now: Timestamp) -> Vec<(CaseId, TargetSla, Risk)> {
+    /// Targets at risk or breached: how many of each, and the first
+    /// `keep` of each (breached first, earliest due first). Only the kept
+    /// rows are copied and sorted, however many cases are open.
+    fn rows(&self, now: Timestamp, keep: usize) -> (Vec<(CaseId, TargetSla, Risk)>, [usize; 2]) {
+        let order = |id: CaseId, t: &TargetSla, r: Risk| {
+            (std::cmp::Reverse(r), t.due.unwrap_or(Timestamp::MAX), id)
+        };
         let st = self.state();
-        let mut rows: Vec<(CaseId, TargetSla, Risk)> = st
-            .cases
-            .iter()
-            .flat_map(|(id, c)| c.targets.iter().map(move |t| (*id, t)))
-            .filter(|(_, t)| t.due.is_some() || t.paused_left.is_some())
-            .map(|(id, t)| (id, t.clone(), t.risk(now)))
-            .filter(|(_, _, r)| *r != Risk::Ok)
+        let mut counts = [0usize; 2];
+        // The `keep` smallest per kind, in a max-heap by sort order.
+        type Key = (std::cmp::Reverse<Risk>, Timestamp, CaseId, usize);
+        let mut best: [BinaryHeap<Key>; 2] = [BinaryHeap::new(), BinaryHeap::new()];
+        for (id, c) in &st.cases {
+            for (i, t) in c.targets.iter().enumerate() {
+                if t.due.is_none() && t.paused_left.is_none() {
+                    continue;
+                }
+                let r = t.risk(now);
+                let k = match r {
+                    Risk::Ok => continue,
+                    Risk::Breached => 0,
+                    Risk::AtRisk => 1,
+                };
+                counts[k] += 1;
+                let (r, due, id) = order(*id, t, r);
+                let key = (r, due, id, i);
+                if best[k].len() < keep {
+                    best[k].push(key);
+                } else if best[k].peek().is_some_and(|top| key < *top) {
+                    best[k].pop();
+                    best[k].push(key);
+                }
+            }
+        }
+        let mut rows: Vec<(CaseId, TargetSla, Risk)> = best
+            .into_iter()
+            .flat_map(BinaryHeap::into_vec)
+            .filter_map(|(r, _, id, i)| {
+                let t = st.cases.get(&id)?.targets.get(i)?;
+                Some((id, t.clone(), r.0))
+            })
             .collect();
         drop(st);
-        rows.sort_by_key(|(id, t, r)| {
-            (std::cmp::Reverse(*r), t.due.unwrap_or(Timestamp::MAX), *id)
-        });
-        rows
+        rows.sort_by_key(|(id, t, r)| order(*id, t, *r));
+        (rows, counts)
     }
 
     /// A case's SLA targets as they stand now (re-planned first, so a
@@ -914,10 +946,18 @@ impl Sla {
     /// The highest risk of each case that has one, for `queue`.
     pub fn risks(&self) -> HashMap<CaseId, Risk> {
         let now = self.shared.clock.now();
+        let st = self.state();
         let mut out: HashMap<CaseId, Risk> = HashMap::new();
-        for (id, _, r) in self.rows(now) {
-            let e = out.entry(id).or_insert(r);
-            *e = (*e).max(r);
+        for (id, c) in &st.cases {
+            let worst = c
+                .targets
+                .iter()
+                .filter(|t| t.due.is_some() || t.paused_left.is_some())
+                .map(|t| t.risk(now))
+                .max();
+            if let Some(r) = worst.filter(|r| *r != Risk::Ok) {
+                out.insert(*id, r);
+            }
         }
         out
     }
@@ -925,7 +965,7 @@ impl Sla {
     /// The lead's `sla` report.
     pub fn report(&self, filter: ReportFilter) -> anyhow::Result<String> {
         let now = self.shared.clock.now();
-        let rows = self.rows(now);
+        let (rows, counts) = self.rows(now, render::REPORT_ROWS);
         // Priority and assignee of the listed cases (at most 25 of each
         // kind), from the store's open-case index: nothing read from disk.
         let wanted: BTreeSet<CaseId> = [Risk::Breached, Risk::AtRisk]
@@ -941,6 +981,7 @@ impl Sla {
         };
         Ok(render::report(
             &rows,
+            counts,
             &cases,
             show,
             now,

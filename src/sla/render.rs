@@ -209,8 +209,14 @@ fn report_line(
 
 /// The lead's `sla` report: breached and at-risk targets, most urgent
 /// first. `cases` holds the listed cases (for priority and assignee).
+/// Rows of each kind `sla` lists; the rest are counted.
+pub const REPORT_ROWS: usize = 25;
+
+/// `rows`: the first [`REPORT_ROWS`] breached and at-risk targets, in
+/// order; `counts`: how many are breached and at risk in all.
 pub fn report(
     rows: &[(crate::case::CaseId, TargetSla, Risk)],
+    counts: [usize; 2],
     cases: &BTreeMap<crate::case::CaseId, OpenCase>,
     show: (bool, bool),
     now: Timestamp,
@@ -220,14 +226,14 @@ pub fn report(
     let at_risk: Vec<_> = rows.iter().filter(|r| r.2 == Risk::AtRisk).collect();
     let mut out = format!(
         "⏱️ **SLA** — {} breached · {} at risk ({})\n",
-        breached.len(),
-        at_risk.len(),
+        counts[0],
+        counts[1],
         when(now, tz)
     );
     let (show_breached, show_risk) = show;
-    for (title, list, show) in [
-        ("Breached", &breached, show_breached),
-        ("At risk", &at_risk, show_risk),
+    for (title, list, total, show) in [
+        ("Breached", &breached, counts[0], show_breached),
+        ("At risk", &at_risk, counts[1], show_risk),
     ] {
         if !show {
             continue;
@@ -237,11 +243,11 @@ pub fn report(
             continue;
         }
         let _ = writeln!(out, "**{title}**");
-        for (id, t, _) in list.iter().take(25) {
+        for (id, t, _) in list.iter().take(REPORT_ROWS) {
             let _ = writeln!(out, "{}", report_line(cases.get(id), *id, t, now, tz));
         }
-        if list.len() > 25 {
-            let _ = writeln!(out, "… and {} more", list.len() - 25);
+        if total > REPORT_ROWS {
+            let _ = writeln!(out, "… and {} more", total - REPORT_ROWS);
         }
     }
     out.trim_end().to_owned()

@@ -208,11 +208,9 @@ impl Store {
         self.books().tally.clone()
     }
 
-    /// Every open case, by case number, for `queue`.
+    /// Every open case, in no particular order, for `queue`.
     pub fn open_cases(&self) -> Vec<OpenCase> {
-        let mut v: Vec<OpenCase> = self.books().open.values().cloned().collect();
-        v.sort_unstable_by_key(|o| o.id);
-        v
+        self.books().open.values().cloned().collect()
     }
 
     /// The open cases among `ids`, from the index.

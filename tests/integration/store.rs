@@ -99,11 +99,12 @@ fn acknowledged_events_survive_sigkill() {
         .filter(|c| c.status.is_open())
         .map(|c| (c.id, c.status, c.assignee.clone(), c.created_at))
         .collect();
-    let indexed: Vec<_> = store
+    let mut indexed: Vec<_> = store
         .open_cases()
         .into_iter()
         .map(|o| (o.id, o.status, o.assignee, o.created_at))
         .collect();
+    indexed.sort_by_key(|o| o.0);
     assert_eq!(indexed.len(), open.len());
     // Times in the index are kept to the millisecond.
     for (a, b) in indexed.iter().zip(&open) {
