@@ -761,6 +761,52 @@ async fn lead_and_oncall_commands() {
     h.stop().await;
 }
 
+/// Thirty overdue cases: `sla breached` lists the 25 most overdue in due
+/// order, with their priority and assignee from the open-case index, and
+/// counts the other five.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_long_sla_report_lists_the_most_overdue_and_counts_the_rest() {
+    let dir = tempfile::tempdir().unwrap();
+    let h = SlaHarness::start(
+        dir.path(),
+        Arc::new(FakePlatform::new()),
+        Clock::manual(start()),
+    )
+    .await;
+    for i in 0..30 {
+        h.at(at(i, 0)).await;
+        h.say(
+            INTAKE,
+            BOB,
+            &format!("!escalate I want a refund for order 1234{i}, it never arrived"),
+            None,
+        );
+        h.settle().await;
+        let root = h.root(&format!("C-{}", i + 1));
+        h.say(TEAM, BOB, "!priority p3", Some(&root));
+        if i == 0 {
+            h.say(TEAM, BOB, "!claim", Some(&root));
+        }
+        h.settle().await;
+    }
+    // P3: first response within an hour of business time.
+    h.at(at(120, 0)).await;
+    h.say(TEAM, LEAD, "!sla breached", None);
+    h.settle().await;
+    let s = h.last_in(TEAM);
+    assert!(s.contains("30 breached · 0 at risk"), "{s}");
+    let listed: Vec<&str> = s.lines().filter(|l| l.starts_with("- C-")).collect();
+    assert_eq!(listed.len(), 25, "{s}");
+    assert!(
+        listed[0].starts_with("- C-1 P3 *first response* · 1h 0m over") && listed[0].contains(BOB),
+        "{s}"
+    );
+    assert!(listed[1].starts_with("- C-2 P3") && listed[1].contains("nobody (unassigned)"));
+    assert!(listed[24].starts_with("- C-25 P3"), "{s}");
+    assert!(s.contains("… and 5 more"), "{s}");
+    h.stop().await;
+}
+
 #[test]
 fn oncall_config_errors_name_file_key_and_line() {
     let src = SLA_TOML.replace(
