@@ -23,15 +23,44 @@ use crate::platform::Platform;
 use crate::playbook::{self, Engine, Labelled, SharedEngine, SuggestOptions};
 use crate::store::{HistoryItem, Store};
 
+/// Changes the log filter after start (see [`quiet_for_terminal`]).
+type FilterHandle =
+    tracing_subscriber::reload::Handle<tracing_subscriber::EnvFilter, tracing_subscriber::Registry>;
+static LOG_FILTER: std::sync::OnceLock<FilterHandle> = std::sync::OnceLock::new();
+
 /// Logs go to stderr, filtered by `RUST_LOG` (default `info`).
 pub fn init_tracing() {
+    use tracing_subscriber::layer::SubscriberExt as _;
+    use tracing_subscriber::util::SubscriberInitExt as _;
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
+    let (filter, handle) = tracing_subscriber::reload::Layer::new(filter);
+    let fmt = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
-        .with_target(false)
-        .try_init();
+        .with_target(false);
+    if tracing_subscriber::registry()
+        .with(filter)
+        .with(fmt)
+        .try_init()
+        .is_ok()
+    {
+        let _ = LOG_FILTER.set(handle);
+    }
+}
+
+/// Someone typing to the bot in terminal mode reads its replies on the
+/// same screen as its logs: unless `RUST_LOG` says otherwise, show only
+/// warnings and errors there. Piped input and chat platforms keep `info`.
+fn quiet_for_terminal(config: &Config) {
+    use std::io::IsTerminal as _;
+    let chat = config.matrix.is_some() || config.slack.is_some() || config.discord.is_some();
+    if chat || !std::io::stdin().is_terminal() || std::env::var_os("RUST_LOG").is_some() {
+        return;
+    }
+    if let Some(h) = LOG_FILTER.get() {
+        let _ = h.reload(tracing_subscriber::EnvFilter::new("warn"));
+        eprintln!("(logs: warnings only in terminal mode; RUST_LOG=info shows everything)");
+    }
 }
 
 /// How long shutdown waits for tasks (webhook requests in flight, message
@@ -62,6 +91,7 @@ pub fn run_blocking(config: Config) -> Result<()> {
 
 /// Runs the bot until `shutdown` is cancelled, on the configured platform.
 pub async fn run(mut config: Config, shutdown: CancellationToken) -> Result<()> {
+    quiet_for_terminal(&config);
     let store = Store::open_with_cache(&config.data_dir, config.store.cache_bytes())
         .with_context(|| format!("opening the store in {}", config.data_dir.display()))?;
     tracing::info!(data_dir = %config.data_dir.display(), cases = store.case_count(), "store open");
