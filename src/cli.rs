@@ -303,11 +303,12 @@ fn check(config: &Path) -> Result<i32> {
         && m.e2ee.is_some()
     {
         // Store present, identity cross-signed, backup on.
-        for line in
-            crate::platform::matrix::e2ee_report(&c.data_dir, &m.homeserver, m.e2ee.as_ref())
-        {
+        let report =
+            crate::platform::matrix::e2ee_report(&c.data_dir, &m.homeserver, m.e2ee.as_ref());
+        for line in &report.lines {
             eprintln!("{line}");
         }
+        errors.extend(report.problems);
     }
     let playbooks_dir = cfg
         .as_ref()

@@ -294,17 +294,34 @@ pub(super) async fn write_status(client: &Client, dir: &Path) {
     }
 }
 
-/// Lines for `caseroom check`: store present, identity cross-signed,
-/// backup on, as last seen by the bot; and whether the passphrase in the
-/// environment opens the store (when it is set here).
-pub fn report(data_dir: &Path, homeserver: &str, e2ee: Option<&E2eeConfig>) -> Vec<String> {
+/// What `caseroom check` says about encryption.
+#[derive(Debug, Default)]
+pub struct E2eeCheck {
+    /// Everything, in order (printed on stderr).
+    pub lines: Vec<String>,
+    /// The lines that are problems: `check` fails with them.
+    pub problems: Vec<String>,
+}
+
+/// `caseroom check`: store present, identity cross-signed, backup on, as
+/// last seen by the bot; and whether the passphrase in the environment
+/// opens the store (when it is set here). A device Element will not share
+/// keys with, backup off, or a passphrase that does not open the store are
+/// problems; no store yet is not (the first start makes it).
+pub fn report(data_dir: &Path, homeserver: &str, e2ee: Option<&E2eeConfig>) -> E2eeCheck {
+    let mut out = E2eeCheck::default();
     let dir = store_dir(data_dir);
     if !store_present(&dir) {
-        return vec![format!(
+        out.lines.push(format!(
             "matrix e2ee: no crypto store in {} yet (the first start creates it, cross-signs the bot's device and prints the recovery key once)",
             dir.display()
-        )];
+        ));
+        return out;
     }
+    let problem = |out: &mut E2eeCheck, line: String| {
+        out.problems.push(line.clone());
+        out.lines.push(line);
+    };
     let mut lines = vec![format!(
         "matrix e2ee: crypto store present in {}",
         dir.display()
@@ -314,7 +331,7 @@ pub fn report(data_dir: &Path, homeserver: &str, e2ee: Option<&E2eeConfig>) -> V
         .and_then(|b| serde_json::from_slice::<E2eeStatus>(&b).ok())
     {
         Some(s) => {
-            lines.push(format!(
+            let device = format!(
                 "matrix e2ee: device {} of {}: {}",
                 s.device_id,
                 s.user_id,
@@ -323,26 +340,38 @@ pub fn report(data_dir: &Path, homeserver: &str, e2ee: Option<&E2eeConfig>) -> V
                 } else {
                     "NOT cross-signed (Element will not share keys with it)"
                 }
-            ));
-            lines.push(format!(
+            );
+            let backup = format!(
                 "matrix e2ee: key backup {}, recovery {} (as of {})",
                 if s.backup { "on" } else { "OFF" },
                 s.recovery,
                 s.updated
-            ));
+            );
+            out.lines.append(&mut lines);
+            if s.cross_signed {
+                out.lines.push(device);
+            } else {
+                problem(&mut out, device);
+            }
+            if s.backup {
+                out.lines.push(backup);
+            } else {
+                problem(&mut out, backup);
+            }
         }
         None => lines.push("matrix e2ee: identity state unknown (the bot has not finished a start with this store)".to_owned()),
     }
+    out.lines.append(&mut lines);
     if let Some(e2ee) = e2ee.filter(|e| !e.store_passphrase.expose().is_empty()) {
-        lines.push(match check_passphrase(&dir, homeserver, e2ee) {
-            Ok(()) => format!(
+        match check_passphrase(&dir, homeserver, e2ee) {
+            Ok(()) => out.lines.push(format!(
                 "matrix e2ee: the passphrase from ${} opens the store",
                 e2ee.store_passphrase.var
-            ),
-            Err(e) => format!("matrix e2ee: {e:#}"),
-        });
+            )),
+            Err(e) => problem(&mut out, format!("matrix e2ee: {e:#}")),
+        }
     }
-    lines
+    out
 }
 
 /// Opens the store with the configured passphrase (no network).

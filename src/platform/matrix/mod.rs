@@ -91,7 +91,7 @@ use crate::platform::{BoxFuture, Platform, SendError};
 use crate::store::Store;
 
 mod e2ee;
-pub use e2ee::{E2eeStatus, STORE_DIR, report as e2ee_report, store_dir};
+pub use e2ee::{E2eeCheck, E2eeStatus, STORE_DIR, report as e2ee_report, store_dir};
 
 /// The device display name of a password login, so the bot's device is
 /// recognisable in the account's device list.
