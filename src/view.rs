@@ -348,16 +348,19 @@ pub fn queue_with_sla(
         "```\n{:<20} {:>3} {:>3} {:>3} {:>3} {:>7} {:>5}",
         "status", "P1", "P2", "P3", "P4", "at-risk", "total"
     );
-    // One pass: counts per status and priority, at risk, age, load.
-    let mut cells: BTreeMap<(Status, Priority), usize> = BTreeMap::new();
-    let mut at_risk: BTreeMap<Status, usize> = BTreeMap::new();
+    // One pass: counts per status and priority, at risk, age, load (plain
+    // arrays: this runs over every open case).
+    let prio = |p: Priority| Priority::ALL.iter().position(|x| *x == p).unwrap_or(0);
+    let mut cells = [[0usize; 4]; Status::ALL.len()];
+    let mut at_risk = [0usize; Status::ALL.len()];
     let mut ages = [0usize; 4];
     let mut unassigned: Vec<&OpenCase> = Vec::new();
     let mut load: BTreeMap<&str, (usize, usize)> = BTreeMap::new();
     for c in open {
-        *cells.entry((c.status, c.priority)).or_default() += 1;
-        if risk.contains_key(&c.id) {
-            *at_risk.entry(c.status).or_default() += 1;
+        let st = usize::from(c.status.code());
+        cells[st][prio(c.priority)] += 1;
+        if !risk.is_empty() && risk.contains_key(&c.id) {
+            at_risk[st] += 1;
         }
         let age = now.duration_since(c.created_at).as_secs();
         let i = AGE_BUCKETS
@@ -377,10 +380,7 @@ pub fn queue_with_sla(
         }
     }
     for st in &statuses {
-        let row: Vec<usize> = Priority::ALL
-            .iter()
-            .map(|p| cells.get(&(*st, *p)).copied().unwrap_or(0))
-            .collect();
+        let row = cells[usize::from(st.code())];
         let total: usize = row.iter().sum();
         let _ = writeln!(
             out,
@@ -390,7 +390,7 @@ pub fn queue_with_sla(
             row[1],
             row[2],
             row[3],
-            at_risk.get(st).copied().unwrap_or(0),
+            at_risk[usize::from(st.code())],
             total
         );
     }

@@ -234,7 +234,8 @@ pub struct OpenCase {
     pub id: CaseId,
     pub status: Status,
     pub priority: Priority,
-    pub assignee: Option<String>,
+    /// Shared, so listing 100k open cases copies no names.
+    pub assignee: Option<std::sync::Arc<str>>,
     pub created_at: Timestamp,
 }
 
@@ -244,7 +245,7 @@ impl OpenCase {
             id: c.id,
             status: c.status,
             priority: c.priority,
-            assignee: c.assignee.clone(),
+            assignee: c.assignee.as_deref().map(std::sync::Arc::from),
             created_at: c.created_at,
         }
     }
@@ -277,7 +278,7 @@ pub(crate) fn open_case_from(id: CaseId, status: Status, v: &[u8]) -> Option<Ope
     }
     let priority = *Priority::ALL.get(usize::from(v[4]))?;
     let ms = i64::from_be_bytes(v[5..13].try_into().ok()?);
-    let assignee = (v.len() > 13).then(|| String::from_utf8_lossy(&v[13..]).into_owned());
+    let assignee = (v.len() > 13).then(|| std::sync::Arc::from(String::from_utf8_lossy(&v[13..])));
     Some(OpenCase {
         id,
         status,

@@ -102,7 +102,14 @@ fn acknowledged_events_survive_sigkill() {
     let mut indexed: Vec<_> = store
         .open_cases()
         .into_iter()
-        .map(|o| (o.id, o.status, o.assignee, o.created_at))
+        .map(|o| {
+            (
+                o.id,
+                o.status,
+                o.assignee.as_deref().map(str::to_owned),
+                o.created_at,
+            )
+        })
         .collect();
     indexed.sort_by_key(|o| o.0);
     assert_eq!(indexed.len(), open.len());
