@@ -240,6 +240,22 @@ async fn p1_case(h: &SlaHarness) -> String {
     root
 }
 
+/// Bob escalates a refund for `order`, opening case `id`, and makes it P3;
+/// returns its root id.
+async fn p3_case(h: &SlaHarness, order: &str, id: &str) -> String {
+    h.say(
+        INTAKE,
+        BOB,
+        &format!("!escalate I want a refund for order {order}, it never arrived"),
+        None,
+    );
+    h.settle().await;
+    let root = h.root(id);
+    h.say(TEAM, BOB, "!priority p3", Some(&root));
+    h.settle().await;
+    root
+}
+
 fn warnings(sent: &[Sent]) -> Vec<&Sent> {
     sent.iter().filter(|m| m.text.starts_with("⏰")).collect()
 }
@@ -663,16 +679,7 @@ async fn lead_and_oncall_commands() {
     .await;
     let root = p1_case(&h).await;
     // A P3 case on business time (1h first response, warn 15m before).
-    h.say(
-        INTAKE,
-        BOB,
-        "!escalate I want a refund for order 12345, it never arrived",
-        None,
-    );
-    h.settle().await;
-    let r2 = h.root("C-2");
-    h.say(TEAM, BOB, "!priority p3", Some(&r2));
-    h.settle().await;
+    let r2 = p3_case(&h, "12345", "C-2").await;
 
     h.at(at(9, 0)).await;
     h.say(TEAM, LEAD, "!sla", None);
@@ -775,15 +782,7 @@ async fn a_long_sla_report_lists_the_most_overdue_and_counts_the_rest() {
     .await;
     for i in 0..30 {
         h.at(at(i, 0)).await;
-        h.say(
-            INTAKE,
-            BOB,
-            &format!("!escalate I want a refund for order 1234{i}, it never arrived"),
-            None,
-        );
-        h.settle().await;
-        let root = h.root(&format!("C-{}", i + 1));
-        h.say(TEAM, BOB, "!priority p3", Some(&root));
+        let root = p3_case(&h, &format!("1234{i}"), &format!("C-{}", i + 1)).await;
         if i == 0 {
             h.say(TEAM, BOB, "!claim", Some(&root));
         }
