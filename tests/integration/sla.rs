@@ -141,6 +141,11 @@ impl SlaHarness {
         h
     }
 
+    /// A harness on a new fake platform with the clock at [`start`].
+    async fn fresh(dir: &Path) -> SlaHarness {
+        SlaHarness::start(dir, Arc::new(FakePlatform::new()), Clock::manual(start())).await
+    }
+
     fn say(&self, room: &str, sender: &str, text: &str, thread: Option<&str>) {
         let n = EVENT_SEQ.fetch_add(1, Ordering::Relaxed);
         self.bot
@@ -275,12 +280,7 @@ fn pages(sent: &[Sent]) -> Vec<&Sent> {
 #[tokio::test(flavor = "multi_thread")]
 async fn p1_warning_breach_escalation_ack_reminder_and_close() {
     let dir = tempfile::tempdir().unwrap();
-    let h = SlaHarness::start(
-        dir.path(),
-        Arc::new(FakePlatform::new()),
-        Clock::manual(start()),
-    )
-    .await;
+    let h = SlaHarness::fresh(dir.path()).await;
     let root = p1_case(&h).await;
 
     // Nothing before 80% of the 10-minute first-response target.
@@ -609,12 +609,7 @@ async fn an_alert_whose_case_was_resolved_while_down_closes_at_start() {
 #[tokio::test(flavor = "multi_thread")]
 async fn snooze_delays_the_escalation() {
     let dir = tempfile::tempdir().unwrap();
-    let h = SlaHarness::start(
-        dir.path(),
-        Arc::new(FakePlatform::new()),
-        Clock::manual(start()),
-    )
-    .await;
+    let h = SlaHarness::fresh(dir.path()).await;
     p1_case(&h).await;
     h.at(at(10, 0)).await;
     assert_eq!(alerts(&h.sent()).len(), 1);
@@ -639,12 +634,7 @@ async fn snooze_delays_the_escalation() {
 #[tokio::test(flavor = "multi_thread")]
 async fn waiting_on_the_customer_pauses_the_clock() {
     let dir = tempfile::tempdir().unwrap();
-    let h = SlaHarness::start(
-        dir.path(),
-        Arc::new(FakePlatform::new()),
-        Clock::manual(start()),
-    )
-    .await;
+    let h = SlaHarness::fresh(dir.path()).await;
     let root = p1_case(&h).await;
     h.clock.set(at(5, 0));
     h.say(TEAM, ALICE, "!wait", Some(&root));
@@ -671,12 +661,7 @@ async fn waiting_on_the_customer_pauses_the_clock() {
 #[tokio::test(flavor = "multi_thread")]
 async fn lead_and_oncall_commands() {
     let dir = tempfile::tempdir().unwrap();
-    let h = SlaHarness::start(
-        dir.path(),
-        Arc::new(FakePlatform::new()),
-        Clock::manual(start()),
-    )
-    .await;
+    let h = SlaHarness::fresh(dir.path()).await;
     let root = p1_case(&h).await;
     // A P3 case on business time (1h first response, warn 15m before).
     let r2 = p3_case(&h, "12345", "C-2").await;
@@ -774,12 +759,7 @@ async fn lead_and_oncall_commands() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_long_sla_report_lists_the_most_overdue_and_counts_the_rest() {
     let dir = tempfile::tempdir().unwrap();
-    let h = SlaHarness::start(
-        dir.path(),
-        Arc::new(FakePlatform::new()),
-        Clock::manual(start()),
-    )
-    .await;
+    let h = SlaHarness::fresh(dir.path()).await;
     for i in 0..30 {
         h.at(at(i, 0)).await;
         let root = p3_case(&h, &format!("1234{i}"), &format!("C-{}", i + 1)).await;
