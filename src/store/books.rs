@@ -208,6 +208,18 @@ impl Store {
         self.books().tally.clone()
     }
 
+    /// Number of cases in a status, from the totals (a metrics scrape reads
+    /// no index).
+    pub fn count_status(&self, status: Status) -> Result<usize, StoreError> {
+        Ok(self
+            .books()
+            .tally
+            .by_status
+            .get(&status)
+            .copied()
+            .unwrap_or(0) as usize)
+    }
+
     /// Every open case, in no particular order, for `queue`.
     pub fn open_cases(&self) -> Vec<OpenCase> {
         self.books().open.values().cloned().collect()

@@ -748,16 +748,6 @@ impl Store {
         Ok(n)
     }
 
-    /// Number of cases in a status (from the status index).
-    pub fn count_status(&self, status: Status) -> Result<usize, StoreError> {
-        let mut n = 0;
-        for kv in self.db().scan_prefix([b's', status.code()]) {
-            kv?;
-            n += 1;
-        }
-        Ok(n)
-    }
-
     /// Whether a chat event was already handled.
     pub fn seen(&self, event_id: &str) -> Result<bool, StoreError> {
         Ok(self.db().contains_key(state_key(&seen_key(event_id)))?)
