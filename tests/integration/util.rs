@@ -299,6 +299,7 @@ pub async fn post_ticket(addr: SocketAddr, ext: &str) -> Option<(u16, String)> {
 /// SLA and on-call for the platform tests: P1 first response in 10 minutes
 /// of wall time (80% warning); a breach pages the rotation (`primary`),
 /// then `second` 5 minutes later, twice over.
+#[cfg(any(feature = "slack", feature = "discord"))]
 pub fn paging_sla_toml(primary: &str, second: &str) -> String {
     format!(
         r#"
