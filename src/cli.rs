@@ -233,7 +233,7 @@ pub fn main(cli: Cli) -> Result<i32> {
         } => {
             let dir = data_dir(&cli.config, cli.data_dir.as_deref())?;
             // Imported cases' SLA runs are judged with this config's policy,
-            // for `stats` (none without a config).
+            // for `stats` (none without a config), as `open_store` does.
             let settings = load_config(&cli.config, cli.data_dir.as_deref())
                 .map(|c| crate::sla::Settings::from_config(&c))
                 .unwrap_or_default();
@@ -277,8 +277,17 @@ pub fn data_dir(config: &Path, data_dir: Option<&Path>) -> Result<PathBuf> {
 }
 
 pub fn open_store(config: &Path, dir: Option<&Path>) -> Result<Store> {
-    let dir = data_dir(config, dir)?;
-    Store::open(&dir).with_context(|| format!("opening the store in {}", dir.display()))
+    let path = data_dir(config, dir)?;
+    let store =
+        Store::open(&path).with_context(|| format!("opening the store in {}", path.display()))?;
+    // Offline changes to cases judge SLA runs for `stats` the way the bot
+    // does, with this config's policy.
+    if let Ok(c) = load_config(config, dir) {
+        store.set_settler(crate::sla::engine::settler(
+            crate::sla::Settings::from_config(&c),
+        ));
+    }
+    Ok(store)
 }
 
 fn check(config: &Path) -> Result<i32> {
