@@ -149,6 +149,24 @@ const NOT_A_PASSWORD: &[&str] = &[
     "it",
 ];
 
+/// [`redact`] applied to every string in a JSON value (keys stay as they
+/// are): for raw payloads kept on disk. Returns whether anything changed.
+pub fn redact_json(value: &mut serde_json::Value) -> bool {
+    use serde_json::Value;
+    match value {
+        Value::String(s) => match redact(s) {
+            Cow::Owned(clean) => {
+                *s = clean;
+                true
+            }
+            Cow::Borrowed(_) => false,
+        },
+        Value::Array(items) => items.iter_mut().fold(false, |c, v| redact_json(v) | c),
+        Value::Object(map) => map.values_mut().fold(false, |c, v| redact_json(v) | c),
+        _ => false,
+    }
+}
+
 /// Replaces card numbers, CVVs, passwords and one-time codes in `text`.
 ///
 /// Returns the input unchanged (borrowed, no allocation) when there is

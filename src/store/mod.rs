@@ -1159,9 +1159,26 @@ impl Store {
     /// handled, so one acknowledged to the platform survives a crash. Wait
     /// on the returned [`Durable`] before acknowledging. Keys sort in
     /// arrival order.
+    ///
+    /// Kept payloads hold what people wrote in chat, so like case text they
+    /// are redacted here: every string of a JSON payload (or the whole
+    /// payload as text) loses its card numbers, CVVs, passwords and codes.
     pub fn inbox_put(&self, key: &str, value: &[u8]) -> Result<Durable, StoreError> {
+        let clean: std::borrow::Cow<'_, [u8]> = match serde_json::from_slice(value) {
+            Ok(mut json) => {
+                if crate::redact::redact_json(&mut json) {
+                    to_json(&json)?.into()
+                } else {
+                    value.into()
+                }
+            }
+            Err(_) => match crate::redact::redact(&String::from_utf8_lossy(value)) {
+                std::borrow::Cow::Owned(s) => s.into_bytes().into(),
+                std::borrow::Cow::Borrowed(_) => value.into(),
+            },
+        };
         self.db()
-            .insert(state_key(&format!("inbox:{key}")), value)?;
+            .insert(state_key(&format!("inbox:{key}")), clean.as_ref())?;
         Ok(self.shared.commit.written())
     }
 

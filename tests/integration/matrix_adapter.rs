@@ -452,7 +452,22 @@ async fn messages_threads_reactions_sends_and_restart() {
     assert_eq!(text_of(&run.next().await), ("marker 1", None));
 
     // Latency from alice's send to the bot's Incoming.
+    // A pasted card number reaches the bot (which redacts and deletes it)
+    // but its kept copy on disk is redacted.
+    say(
+        &alice,
+        &room,
+        RoomMessageEventContent::text_plain("my card is 4111 1111 1111 1111"),
+    )
+    .await;
+    let got = run.next().await;
+    assert_eq!(text_of(&got).0, "my card is 4111 1111 1111 1111");
+    let kept = store.inbox(&format!("matrix:{}", got.event_id)).unwrap();
+    assert_eq!(kept.len(), 1);
+    assert!(String::from_utf8_lossy(&kept[0].1).contains("[card ****1111]"));
+
     let mut latencies = Vec::new();
+    let mut last_ping = String::new();
     for i in 0..10 {
         let t = Instant::now();
         say(
@@ -464,12 +479,31 @@ async fn messages_threads_reactions_sends_and_restart() {
         let got = run.next().await;
         latencies.push(t.elapsed());
         assert_eq!(text_of(&got).0, format!("ping {i}"));
+        last_ping = got.event_id;
     }
     eprintln!(
         "send->Incoming latency over 10: median {:?}, max {:?}; bot send round trip {send_latency:?}",
         median(latencies.clone()),
         latencies.iter().max().unwrap()
     );
+
+    // Every event handed over is kept until the bot reports it handled.
+    // The test stands in for the bot: all were handled but "ping 9", as if
+    // the process died after the sync token moved past it and before the
+    // bot committed it.
+    let kept = store.inbox("matrix:").unwrap();
+    assert!(kept.len() >= 10, "{} events kept", kept.len());
+    for (key, bytes) in &kept {
+        assert!(
+            !String::from_utf8_lossy(bytes).contains("4111"),
+            "kept events are redacted"
+        );
+        let id = key.trim_start_matches("matrix:");
+        if id != last_ping {
+            bot.handled(id);
+        }
+    }
+    assert_eq!(store.inbox("matrix:").unwrap().len(), 1);
 
     // Restart. While the bot is away alice sends more than one sync
     // response carries (the adapter fills the gap).
@@ -510,9 +544,12 @@ async fn messages_threads_reactions_sends_and_restart() {
         }
         seen.push(text.to_owned());
     }
+    let expected: Vec<String> = std::iter::once("ping 9".to_owned())
+        .chain(away.iter().cloned())
+        .collect();
     assert_eq!(
-        seen, away,
-        "exactly the missed messages, in order, none from before"
+        seen, expected,
+        "the unhandled event first, then exactly the missed messages, in order"
     );
 
     // Only one device with the bot's display name exists.

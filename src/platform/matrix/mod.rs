@@ -8,6 +8,7 @@
 //! | `matrix:session`     | the login (user id, device id, access token)   |
 //! | `matrix:sync_token`  | where the last handled `/sync` response ended  |
 //! | `matrix:undecrypted` | encrypted events still waiting for their key   |
+//! | inbox `matrix:<id>`  | an event handed to the bot and not yet handled |
 //!
 //! With encryption on (the default, `matrix.encryption`), matrix-sdk also
 //! keeps its crypto and room state in SQLite under `<data_dir>/matrix/`,
@@ -28,7 +29,11 @@
 //! resumes from the saved token, turns every new text message and reaction
 //! in a joined room into an [`Incoming`], and saves the token only after all
 //! of a response's events were handed over (at-least-once; the core
-//! deduplicates by event id). The SDK decrypts events during the sync and
+//! deduplicates by event id). Each event handed over is also kept in the
+//! store (redacted, flushed before the token is saved) until the bot
+//! reports it handled ([`Platform::handled`]); events still kept at start
+//! are handed over first, so a crash between the saved token and the
+//! bot's commit loses nothing. The SDK decrypts events during the sync and
 //! commits the room keys to its store before we save the token, so a crash
 //! replays the response and finds the keys. An event whose key has not
 //! arrived (a UTD) is parked under `matrix:undecrypted` and delivered after
@@ -83,7 +88,7 @@ use matrix_sdk::sync::SyncResponse;
 use matrix_sdk::{Client, HttpError, SessionMeta, SessionTokens};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, info, warn};
+use tracing::{debug, error, info, warn};
 
 use crate::config::{E2eeConfig, MatrixConfig, Rooms};
 use crate::message::{Incoming, IncomingKind, Outgoing};
@@ -102,6 +107,9 @@ pub const SESSION_KEY: &str = "matrix:session";
 pub const SYNC_TOKEN_KEY: &str = "matrix:sync_token";
 /// Store key of the encrypted events waiting for their room key.
 pub const UTD_KEY: &str = "matrix:undecrypted";
+/// Inbox keys of events handed to the bot and not yet handled start with
+/// this (see [`Store::inbox_put`]).
+const INBOX_PREFIX: &str = "matrix:";
 /// How long an undecryptable event is retried before it is given up.
 const UTD_KEEP: Duration = Duration::from_secs(24 * 3600);
 /// Most undecryptable events kept; beyond that the oldest are given up.
@@ -329,6 +337,12 @@ impl MatrixPlatform {
             .sync_token()?
             .context("no sync token: connect() saves one")?;
         let mut backoff = Backoff::new();
+        for incoming in self.kept() {
+            tokio::select! {
+                () = shutdown.cancelled() => return Ok(()),
+                r = tx.send(incoming) => if r.is_err() { return Ok(()) },
+            }
+        }
         info!("Matrix sync started");
         loop {
             let response = tokio::select! {
@@ -360,6 +374,8 @@ impl MatrixPlatform {
                 info!("the receiver of Matrix events is gone; stopping the sync");
                 break;
             }
+            // What was handed over is on disk before the token moves past it.
+            self.store.barrier().wait_async().await?;
             self.save_sync_token(&response.next_batch)?;
             since = response.next_batch;
         }
@@ -408,7 +424,7 @@ impl MatrixPlatform {
                 }
                 if let Some(incoming) = self.incoming(room_id, raw).await {
                     debug!(room = %incoming.room, event = %incoming.event_id, "Matrix event");
-                    tx.send(incoming).await?;
+                    self.hand_over(incoming, tx).await?;
                 }
             }
         }
@@ -469,12 +485,64 @@ impl MatrixPlatform {
             }
             info!(room = %parked.room_id, "decrypted an event whose key arrived late");
             if let Some(incoming) = self.incoming(&parked.room_id, &raw).await {
-                tx.send(incoming).await?;
+                self.hand_over(incoming, tx).await?;
             }
         }
         let changed = still.len() != pending.len();
         *self.undecrypted.lock().unwrap() = still;
         Ok(changed)
+    }
+
+    /// Keeps `incoming` in the store until the bot has handled it, then
+    /// hands it over. A store that cannot keep it is logged; the event still
+    /// goes to the bot.
+    async fn hand_over(
+        &self,
+        incoming: Incoming,
+        tx: &mpsc::Sender<Incoming>,
+    ) -> Result<(), mpsc::error::SendError<Incoming>> {
+        let seq = jiff::Timestamp::now().as_microsecond();
+        let kept = serde_json::to_vec(&(seq, &incoming))
+            .map_err(|e| e.to_string())
+            .and_then(|bytes| {
+                self.store
+                    .inbox_put(&inbox_key(&incoming.event_id), &bytes)
+                    .map_err(|e| e.to_string())
+            });
+        if let Err(e) = kept {
+            error!(event = %incoming.event_id, "cannot keep a Matrix event until it is handled: {e}");
+        }
+        tx.send(incoming).await
+    }
+
+    /// Events handed to the bot before a restart and not handled, oldest
+    /// first (unreadable ones are dropped with an error).
+    fn kept(&self) -> Vec<Incoming> {
+        let entries = match self.store.inbox(INBOX_PREFIX) {
+            Ok(e) => e,
+            Err(e) => {
+                error!("reading kept Matrix events: {e}");
+                return Vec::new();
+            }
+        };
+        let mut out: Vec<(i64, Incoming)> = Vec::new();
+        for (key, bytes) in entries {
+            match serde_json::from_slice(&bytes) {
+                Ok(v) => out.push(v),
+                Err(e) => {
+                    error!(key, "dropping an unreadable kept Matrix event: {e}");
+                    let _ = self.store.inbox_remove(&key);
+                }
+            }
+        }
+        out.sort_by_key(|(seq, _)| *seq);
+        if !out.is_empty() {
+            info!(
+                events = out.len(),
+                "handing over Matrix events kept from before the restart"
+            );
+        }
+        out.into_iter().map(|(_, i)| i).collect()
     }
 
     /// The decrypted form of an encrypted event, or `raw` itself (when it
@@ -924,6 +992,16 @@ impl Platform for MatrixPlatform {
     ) -> BoxFuture<'static, anyhow::Result<()>> {
         Box::pin(self.sync_loop(tx, shutdown))
     }
+
+    fn handled(&self, event_id: &str) {
+        if let Err(e) = self.store.inbox_remove(&inbox_key(event_id)) {
+            warn!(event = %event_id, "forgetting a handled Matrix event: {e}");
+        }
+    }
+}
+
+fn inbox_key(event_id: &str) -> String {
+    format!("{INBOX_PREFIX}{event_id}")
 }
 
 /// Where the crypto store goes and the secrets guarding it; `None` when
