@@ -732,18 +732,22 @@ impl Engine {
         }
         let top = self.top_features(s, best, 4);
         if !top.is_empty() {
-            why.push(format!(
-                "words pointing to {}: {}",
-                self.classes[best],
-                top.join(", ")
-            ));
+            let mut line = format!("words pointing to {}: ", self.classes[best]);
+            for (n, &i) in top.iter().enumerate() {
+                if n > 0 {
+                    line.push_str(", ");
+                }
+                features::describe_into(&s.chars, &s.origins[i].1, &mut line);
+            }
+            why.push(line);
         }
         why
     }
 
     /// The n-grams (recorded in `s` by the last [`Engine::score`]) that
-    /// push most towards `class`: largest weight above the row's mean.
-    fn top_features(&self, s: &features::Scratch, class: usize, n: usize) -> Vec<String> {
+    /// push most towards `class`, as indices into `s.origins`: largest
+    /// weight above the row's mean.
+    fn top_features(&self, s: &features::Scratch, class: usize, n: usize) -> Vec<usize> {
         let k = self.model.k;
         // Best `n` (score, origin index), kept sorted; no allocation per n-gram.
         let mut top: Vec<(f32, usize)> = Vec::with_capacity(n + 1);
@@ -766,9 +770,7 @@ impl Engine {
                 top.truncate(n);
             }
         }
-        top.iter()
-            .map(|&(_, i)| features::describe(&s.chars, &s.origins[i].1))
-            .collect()
+        top.iter().map(|&(_, i)| i).collect()
     }
 }
 
