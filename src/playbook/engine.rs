@@ -752,8 +752,9 @@ impl Engine {
         // Best `n` (score, origin index), kept sorted; no allocation per n-gram.
         let mut top: Vec<(f32, usize)> = Vec::with_capacity(n + 1);
         for (i, &(j, o)) in s.origins.iter().enumerate() {
-            // Single characters and sub-word grams explain little.
-            if matches!(o.kind, Kind::Cjk1 | Kind::CharGram) {
+            // Only explaining kinds are recorded; checked again so the
+            // two cannot drift apart.
+            if !o.kind.explains() {
                 continue;
             }
             let row = self.model.row(j);

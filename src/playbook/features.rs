@@ -42,6 +42,11 @@ pub(crate) enum Kind {
 }
 
 impl Kind {
+    /// Whether a feature of this kind is worth showing in an explanation.
+    pub(crate) fn explains(self) -> bool {
+        !matches!(self, Kind::Cjk1 | Kind::CharGram)
+    }
+
     /// Relative weight of the feature family before normalisation.
     fn weight(self) -> f32 {
         match self {
@@ -324,8 +329,10 @@ pub(crate) fn vectorize(chars: &[char], out: &mut Vec<Feature>, dedup: &mut Dedu
     dedup.finish(out);
 }
 
-/// [`vectorize`] that also records every n-gram's origin (for explaining
-/// a suggestion without a second pass).
+/// [`vectorize`] that also records the origin of every n-gram an
+/// explanation may show (words, word pairs, Chinese 2- and 3-grams; not
+/// single characters or sub-word grams, which explain little), without a
+/// second pass.
 pub(crate) fn vectorize_with_origins(
     chars: &[char],
     out: &mut Vec<Feature>,
@@ -337,7 +344,9 @@ pub(crate) fn vectorize_with_origins(
     for_each_ngram(chars, |h, o| {
         let b = bucket(h);
         dedup.add(out, b, o.kind.weight());
-        origins.push((b, o));
+        if o.kind.explains() {
+            origins.push((b, o));
+        }
     });
     dedup.finish(out);
 }
