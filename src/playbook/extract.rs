@@ -185,15 +185,21 @@ static COUNTRY: LazyLock<Regex> = LazyLock::new(|| {
 });
 
 /// Fills the built-in fields found in (redacted) `text` into `out`.
+///
+/// Cheap byte checks go first: most tickets have no digits, and a regex
+/// that cannot match is not run (ids and card endings need four digits, a
+/// date a digit or a day word).
 pub(crate) fn extract_builtin(text: &str, out: &mut BTreeMap<String, String>) {
-    let has_digit = text.bytes().any(|b| b.is_ascii_digit());
-    if has_digit {
-        if let Some((amount, currency)) = amount(text) {
-            out.insert("amount".into(), amount);
-            if let Some(c) = currency {
-                out.insert("currency".into(), c.into());
-            }
+    let digits = text.bytes().filter(u8::is_ascii_digit).count();
+    if digits > 0
+        && let Some((amount, currency)) = amount(text)
+    {
+        out.insert("amount".into(), amount);
+        if let Some(c) = currency {
+            out.insert("currency".into(), c.into());
         }
+    }
+    if digits >= 4 {
         if let Some(v) = transaction_id(text) {
             out.insert("transaction_id".into(), v);
         }
@@ -214,9 +220,21 @@ pub(crate) fn extract_builtin(text: &str, out: &mut BTreeMap<String, String>) {
     if let Some(c) = country(text) {
         out.insert("country".into(), c);
     }
-    if let Some(d) = date(text) {
+    if (digits > 0 || may_name_a_day(text))
+        && let Some(d) = date(text)
+    {
         out.insert("date".into(), d);
     }
+}
+
+/// Whether `text` may hold one of [`DATE`]'s day words (昨天, 今早,
+/// yesterday, today): every one of them has 天, 晚 or 早, or is English.
+fn may_name_a_day(text: &str) -> bool {
+    text.contains(['天', '晚', '早'])
+        || text
+            .as_bytes()
+            .windows(5)
+            .any(|w| w.eq_ignore_ascii_case(b"today") || w.eq_ignore_ascii_case(b"yeste"))
 }
 
 /// Fills `playbook`'s own `[[fields]]` found in `text` into `out`.
@@ -488,6 +506,24 @@ mod tests {
         assert_eq!(country("please contact us").as_deref(), None);
         assert_eq!(country("从中国汇款到美国").as_deref(), Some("美国"));
         assert_eq!(country("在中国能用吗").as_deref(), Some("中国"));
+    }
+
+    #[test]
+    fn builtin_fields_after_the_cheap_checks() {
+        let fields = |t: &str| {
+            let mut out = BTreeMap::new();
+            extract_builtin(t, &mut out);
+            out
+        };
+        assert_eq!(
+            fields("YESTERDAY my card was declined")["date"],
+            "YESTERDAY"
+        );
+        assert_eq!(fields("今早付的钱没到")["date"], "今早");
+        assert_eq!(fields("paid on March 3")["date"], "March 3");
+        assert_eq!(fields("order 123 failed").get("transaction_id"), None);
+        assert_eq!(fields("ref TP123456 failed")["transaction_id"], "TP123456");
+        assert_eq!(fields("no digits, no day here"), BTreeMap::new());
     }
 
     #[test]

@@ -42,6 +42,11 @@ pub(crate) enum Kind {
 }
 
 impl Kind {
+    /// Whether a feature of this kind is worth showing in an explanation.
+    pub(crate) fn explains(self) -> bool {
+        !matches!(self, Kind::Cjk1 | Kind::CharGram)
+    }
+
     /// Relative weight of the feature family before normalisation.
     fn weight(self) -> f32 {
         match self {
@@ -324,8 +329,10 @@ pub(crate) fn vectorize(chars: &[char], out: &mut Vec<Feature>, dedup: &mut Dedu
     dedup.finish(out);
 }
 
-/// [`vectorize`] that also records every n-gram's origin (for explaining
-/// a suggestion without a second pass).
+/// [`vectorize`] that also records the origin of every n-gram an
+/// explanation may show (words, word pairs, Chinese 2- and 3-grams; not
+/// single characters or sub-word grams, which explain little), without a
+/// second pass.
 pub(crate) fn vectorize_with_origins(
     chars: &[char],
     out: &mut Vec<Feature>,
@@ -337,7 +344,9 @@ pub(crate) fn vectorize_with_origins(
     for_each_ngram(chars, |h, o| {
         let b = bucket(h);
         dedup.add(out, b, o.kind.weight());
-        origins.push((b, o));
+        if o.kind.explains() {
+            origins.push((b, o));
+        }
     });
     dedup.finish(out);
 }
@@ -354,21 +363,39 @@ fn normalize_l2(out: &mut [Feature]) {
 }
 
 /// Renders a feature's origin for humans, e.g. `“退款”` or `“refund status”`.
+#[cfg(test)]
 pub(crate) fn describe(chars: &[char], o: &Origin) -> String {
-    let slice = |(s, e): (u32, u32)| chars[s as usize..e as usize].iter().collect::<String>();
+    let mut out = String::new();
+    describe_into(chars, o, &mut out);
+    out
+}
+
+/// How an n-gram is shown, appended to `out`: one growing string rather than a few
+/// short-lived ones per n-gram (this runs for every suggestion).
+pub(crate) fn describe_into(chars: &[char], o: &Origin, out: &mut String) {
+    let slice = |(s, e): (u32, u32), out: &mut String| out.extend(&chars[s as usize..e as usize]);
+    out.push('“');
     match o.kind {
-        Kind::WordPair => format!("“{} {}”", slice(o.a), slice(o.b)),
-        Kind::CharGram => {
-            let mut s = slice(o.a);
-            if o.b.0 & 1 != 0 {
-                s.insert(0, '<');
-            }
-            if o.b.0 & 2 != 0 {
-                s.push('>');
-            }
-            format!("“{s}” (in a word)")
+        Kind::WordPair => {
+            slice(o.a, out);
+            out.push(' ');
+            slice(o.b, out);
+            out.push('”');
         }
-        _ => format!("“{}”", slice(o.a)),
+        Kind::CharGram => {
+            if o.b.0 & 1 != 0 {
+                out.push('<');
+            }
+            slice(o.a, out);
+            if o.b.0 & 2 != 0 {
+                out.push('>');
+            }
+            out.push_str("” (in a word)");
+        }
+        _ => {
+            slice(o.a, out);
+            out.push('”');
+        }
     }
 }
 
