@@ -5,7 +5,8 @@
 //! |--------|--------------|------------------------------------------------|
 //! | `y`    | case number  | the case's contribution at the last checkpoint |
 //! |        |              | (JSON; empty: the case did not exist then)     |
-//! | `r`    | case number  | its settled SLA runs (JSON), when it has any   |
+//! | `r`    | case number  | its settled SLA runs, when it has any (binary, |
+//! |        |              | [`encode_outcomes`]: read on every change)     |
 //! | `m`    | `tally`      | the totals at the last checkpoint (JSON)       |
 
 use std::collections::{HashMap, HashSet};
@@ -13,7 +14,10 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, RwLockReadGuard};
 use std::time::{Duration, Instant};
 
-use super::tally::{Contribution, OpenCase, Settler, SlaOutcome, Tally, open_case_from};
+use super::tally::{
+    Contribution, OpenCase, Settler, SlaOutcome, Tally, decode_outcomes, encode_outcomes,
+    open_case_from,
+};
 use super::{Shared, Store, StoreError, decode_u64, from_json, status_key, to_json};
 use crate::case::{Case, CaseId, Event, EventKind, Status};
 
@@ -120,7 +124,7 @@ impl Store {
             if after_sla.is_empty() {
                 batch.remove(outcome_key(id));
             } else {
-                batch.insert(outcome_key(id), to_json(&after_sla)?);
+                batch.insert(outcome_key(id), encode_outcomes(&after_sla));
             }
         }
         let before = before.map(|b| Contribution::of(b, before_sla));
@@ -303,7 +307,7 @@ impl Store {
                 if outcomes == before {
                     continue;
                 }
-                batch.insert(outcome_key(id), to_json(&outcomes)?);
+                batch.insert(outcome_key(id), encode_outcomes(&outcomes));
                 let before = Contribution::of(&case, before);
                 if !self.books().dirty.contains(&id.0) {
                     batch.insert(journal_key(id), to_json(&before)?);
@@ -349,11 +353,7 @@ impl Store {
     }
 
     fn sla_outcomes(&self, id: CaseId) -> Result<Vec<SlaOutcome>, StoreError> {
-        self.db()
-            .get(outcome_key(id))?
-            .map(|v| from_json(&v))
-            .transpose()
-            .map(Option::unwrap_or_default)
+        read_outcomes(self.db(), id)
     }
 
     fn books(&self) -> std::sync::MutexGuard<'_, Books> {
@@ -371,12 +371,7 @@ pub(super) fn load(db: &sled::Db) -> Result<Books, StoreError> {
             .map(|v| from_json(&v))
             .transpose()
     };
-    let outcomes = |id: CaseId| -> Result<Vec<SlaOutcome>, StoreError> {
-        db.get(outcome_key(id))?
-            .map(|v| from_json(&v))
-            .transpose()
-            .map(Option::unwrap_or_default)
-    };
+    let outcomes = |id: CaseId| read_outcomes(db, id);
     match db.get(META_TALLY)? {
         Some(v) => {
             books.tally = from_json(&v)?;
@@ -432,6 +427,15 @@ fn journal_key(id: CaseId) -> Vec<u8> {
     let mut k = vec![b'y'];
     k.extend_from_slice(&id.0.to_be_bytes());
     k
+}
+
+/// A case's settled SLA runs as stored (none when it has no `r` key).
+fn read_outcomes(db: &sled::Db, id: CaseId) -> Result<Vec<SlaOutcome>, StoreError> {
+    match db.get(outcome_key(id))? {
+        Some(v) => decode_outcomes(&v)
+            .ok_or_else(|| StoreError::Corrupt(format!("unreadable SLA results of {id}"))),
+        None => Ok(Vec::new()),
+    }
 }
 
 fn outcome_key(id: CaseId) -> Vec<u8> {

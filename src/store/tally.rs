@@ -288,6 +288,44 @@ pub(crate) fn open_case_from(id: CaseId, status: Status, v: &[u8]) -> Option<Ope
     })
 }
 
+/// A case's settled SLA runs in a few bytes each (they are read on every
+/// change of the case and kept for every case): per run, the target name's
+/// length and bytes, the priority, met.
+pub(crate) fn encode_outcomes(outcomes: &[SlaOutcome]) -> Vec<u8> {
+    let mut v = Vec::with_capacity(outcomes.len() * 17);
+    for o in outcomes {
+        let name = &o.target.as_bytes()[..o.target.len().min(255)];
+        v.push(name.len() as u8);
+        v.extend_from_slice(name);
+        v.push(
+            Priority::ALL
+                .iter()
+                .position(|p| *p == o.priority)
+                .unwrap_or(2) as u8,
+        );
+        v.push(u8::from(o.met));
+    }
+    v
+}
+
+/// Reads [`encode_outcomes`]; `None` when the bytes are damaged.
+pub(crate) fn decode_outcomes(mut v: &[u8]) -> Option<Vec<SlaOutcome>> {
+    let mut out = Vec::new();
+    while let Some((&len, rest)) = v.split_first() {
+        let len = usize::from(len);
+        let name = rest.get(..len)?;
+        let (&prio, rest) = rest.get(len..)?.split_first()?;
+        let (&met, rest) = rest.split_first()?;
+        out.push(SlaOutcome {
+            target: String::from_utf8(name.to_vec()).ok()?,
+            priority: *Priority::ALL.get(usize::from(prio))?,
+            met: met == 1,
+        });
+        v = rest;
+    }
+    Some(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -334,6 +372,27 @@ mod tests {
             h.add(s, -1);
         }
         assert!(h.is_empty());
+    }
+
+    #[test]
+    fn sla_outcomes_round_trip_and_damage_is_refused() {
+        let o = vec![
+            SlaOutcome {
+                target: "first_response".into(),
+                priority: Priority::P1,
+                met: false,
+            },
+            SlaOutcome {
+                target: "resolution".into(),
+                priority: Priority::P4,
+                met: true,
+            },
+        ];
+        let bytes = encode_outcomes(&o);
+        assert_eq!(bytes.len(), 2 * 3 + 14 + 10);
+        assert_eq!(decode_outcomes(&bytes), Some(o));
+        assert_eq!(decode_outcomes(&[]), Some(Vec::new()));
+        assert_eq!(decode_outcomes(&bytes[..bytes.len() - 1]), None);
     }
 
     #[test]
