@@ -180,6 +180,9 @@ pub struct MatrixPlatform {
     /// every sync and persisted under [`UTD_KEY`]. A `std::sync::Mutex`:
     /// held only to take or put the list, never across an `.await`.
     undecrypted: Mutex<Vec<Undecrypted>>,
+    /// Events were kept since the sync token was last saved: the token
+    /// waits for them to be on disk.
+    kept_unflushed: std::sync::atomic::AtomicBool,
 }
 
 /// An encrypted event the bot could not decrypt yet.
@@ -285,6 +288,7 @@ impl MatrixPlatform {
             crypto_dir,
             recovery_key: Mutex::new(recovery_key),
             undecrypted: Mutex::new(Vec::new()),
+            kept_unflushed: std::sync::atomic::AtomicBool::new(false),
         };
         *platform.undecrypted.lock().unwrap() = platform.load_undecrypted();
 
@@ -375,7 +379,12 @@ impl MatrixPlatform {
                 break;
             }
             // What was handed over is on disk before the token moves past it.
-            self.store.barrier().wait_async().await?;
+            if self
+                .kept_unflushed
+                .swap(false, std::sync::atomic::Ordering::AcqRel)
+            {
+                self.store.barrier().wait_async().await?;
+            }
             self.save_sync_token(&response.next_batch)?;
             since = response.next_batch;
         }
@@ -509,8 +518,13 @@ impl MatrixPlatform {
                     .inbox_put(&inbox_key(&incoming.event_id), &bytes)
                     .map_err(|e| e.to_string())
             });
-        if let Err(e) = kept {
-            error!(event = %incoming.event_id, "cannot keep a Matrix event until it is handled: {e}");
+        match kept {
+            Ok(_) => self
+                .kept_unflushed
+                .store(true, std::sync::atomic::Ordering::Release),
+            Err(e) => {
+                error!(event = %incoming.event_id, "cannot keep a Matrix event until it is handled: {e}")
+            }
         }
         tx.send(incoming).await
     }
