@@ -430,12 +430,16 @@ fn journal_key(id: CaseId) -> Vec<u8> {
 }
 
 /// A case's settled SLA runs as stored (none when it has no `r` key).
+/// Damaged bytes count as none, with a warning: they are derived data, and
+/// refusing them would block every change to the case.
 fn read_outcomes(db: &sled::Db, id: CaseId) -> Result<Vec<SlaOutcome>, StoreError> {
-    match db.get(outcome_key(id))? {
-        Some(v) => decode_outcomes(&v)
-            .ok_or_else(|| StoreError::Corrupt(format!("unreadable SLA results of {id}"))),
-        None => Ok(Vec::new()),
-    }
+    Ok(match db.get(outcome_key(id))? {
+        Some(v) => decode_outcomes(&v).unwrap_or_else(|| {
+            tracing::warn!(case = %id, "unreadable SLA results; judged again at its next change");
+            Vec::new()
+        }),
+        None => Vec::new(),
+    })
 }
 
 fn outcome_key(id: CaseId) -> Vec<u8> {
