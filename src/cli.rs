@@ -232,12 +232,7 @@ pub fn main(cli: Cli) -> Result<i32> {
             chunk_records,
         } => {
             let dir = data_dir(&cli.config, cli.data_dir.as_deref())?;
-            // Imported cases' SLA runs are judged with this config's policy,
-            // for `stats` (none without a config), as `open_store` does.
-            let settings = load_config(&cli.config, cli.data_dir.as_deref())
-                .map(|c| crate::sla::Settings::from_config(&c))
-                .unwrap_or_default();
-            let settler = crate::sla::engine::settler(settings);
+            let settler = settler(&cli.config, cli.data_dir.as_deref());
             import(&dir, &file, force, chunk_records.max(1), settler)
         }
         Command::GenExport { cases } => {
@@ -280,14 +275,17 @@ pub fn open_store(config: &Path, dir: Option<&Path>) -> Result<Store> {
     let path = data_dir(config, dir)?;
     let store =
         Store::open(&path).with_context(|| format!("opening the store in {}", path.display()))?;
-    // Offline changes to cases judge SLA runs for `stats` the way the bot
-    // does, with this config's policy.
-    if let Ok(c) = load_config(config, dir) {
-        store.set_settler(crate::sla::engine::settler(
-            crate::sla::Settings::from_config(&c),
-        ));
-    }
+    store.set_settler(settler(config, dir));
     Ok(store)
+}
+
+/// How offline commands (and `import`) judge SLA runs for `stats`: the way
+/// the bot does, with this config's policy (none without a config).
+fn settler(config: &Path, dir: Option<&Path>) -> std::sync::Arc<crate::store::Settler> {
+    let settings = load_config(config, dir)
+        .map(|c| crate::sla::Settings::from_config(&c))
+        .unwrap_or_default();
+    crate::sla::engine::settler(settings)
 }
 
 fn check(config: &Path) -> Result<i32> {

@@ -321,16 +321,11 @@ const AGE_BUCKETS: [(&str, i64); 4] = [
     (">1d", i64::MAX),
 ];
 
-/// The lead's `queue`: open cases by status and priority, by age, the
-/// oldest unassigned ones and each agent's load. `open` comes from the
-/// store's open-case index; `excerpt_of` gives the text of the few cases
-/// listed by name.
-pub fn queue(open: &[OpenCase], now: Timestamp, excerpt_of: impl Fn(CaseId) -> String) -> String {
-    queue_with_sla(open, now, &HashMap::new(), excerpt_of)
-}
-
-/// [`queue`] with an at-risk column: cases with an SLA target at risk or
-/// breached (`risk` holds each such case's worst).
+/// The lead's `queue`: open cases by status and priority with an at-risk
+/// column (`risk` holds the worst SLA risk of each case that has one), by
+/// age, the oldest unassigned ones and each agent's load. `open` comes from
+/// the store's open-case index; `excerpt_of` gives the text of the few
+/// cases listed by name.
 pub fn queue_with_sla(
     open: &[OpenCase],
     now: Timestamp,

@@ -104,13 +104,12 @@ impl Store {
             Some(_) => self.sla_outcomes(id)?,
             None => Vec::new(),
         };
-        let settler = self.settler();
-        let after_sla = match settler {
-            Some(settle)
-                if new_events
-                    .iter()
-                    .any(|e| !matches!(e.kind, EventKind::Posted { .. })) =>
-            {
+        // Deliveries (`posted`) change no SLA run: most writes stop here.
+        let judged = new_events
+            .iter()
+            .any(|e| !matches!(e.kind, EventKind::Posted { .. }));
+        let after_sla = match self.settler().filter(|_| judged) {
+            Some(settle) => {
                 let mut all = match before {
                     Some(_) => self.events(id)?,
                     None => Vec::new(),
