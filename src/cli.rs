@@ -14,7 +14,7 @@ use jiff::Timestamp;
 
 use crate::case::{Case, CaseId, Channel, Customer, Event, EventKind, NewCase, Priority, Status};
 use crate::config::Config;
-use crate::store::{CaseFilter, HistoryItem, Store};
+use crate::store::{CaseFilter, Delivery, HistoryItem, Store};
 
 /// caseroom: escalated support tickets become chat threads with playbook
 /// suggestions, durable case state and SLA paging.
@@ -464,16 +464,21 @@ fn case_command(store: &Store, cmd: CaseCommand) -> Result<i32> {
                 return Ok(1);
             };
             let events = store.events(id)?;
+            let deliveries = store.deliveries(id)?;
             if json {
                 let mut out = std::io::stdout().lock();
                 serde_json::to_writer(
                     &mut out,
-                    &serde_json::json!({"case": case, "events": events}),
+                    &serde_json::json!({"case": case, "events": events, "deliveries": deliveries}),
                 )?;
                 writeln!(out)?;
                 return Ok(0);
             }
-            write!(std::io::stdout().lock(), "{}", show_case(&case, &events))?;
+            write!(
+                std::io::stdout().lock(),
+                "{}",
+                show_case(&case, &events, &deliveries)
+            )?;
             Ok(0)
         }
         CaseCommand::Open(a) => {
@@ -587,7 +592,7 @@ pub fn list_line(c: &Case) -> String {
 }
 
 /// The `case show` text: the case, then its history.
-pub fn show_case(c: &Case, events: &[Event]) -> String {
+pub fn show_case(c: &Case, events: &[Event], deliveries: &[Delivery]) -> String {
     use std::fmt::Write as _;
     let mut s = String::new();
     let _ = writeln!(s, "{}  [{}]  {}", c.id, c.status, c.priority);
@@ -650,6 +655,16 @@ pub fn show_case(c: &Case, events: &[Event]) -> String {
             let _ = write!(s, "  (reason: {r})");
         }
         s.push('\n');
+    }
+    if !deliveries.is_empty() {
+        let _ = writeln!(s, "\nposted to chat ({}):", deliveries.len());
+        for d in deliveries {
+            let _ = writeln!(
+                s,
+                "  {}  {:<8} {} in {} ({})",
+                d.at, d.what, d.message_id, d.room, d.platform
+            );
+        }
     }
     s
 }

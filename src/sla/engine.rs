@@ -120,6 +120,9 @@ struct State {
 struct CaseSla {
     next: Option<Timestamp>,
     targets: Box<[TargetSla]>,
+    /// The number of the case's events the plan was made from: while the
+    /// store's open-case index says the same, the plan is current.
+    events: u32,
 }
 
 /// The next alert number, and the first number not yet reserved in the
@@ -207,13 +210,13 @@ impl Sla {
     fn refresh(&self, id: CaseId) -> anyhow::Result<Option<Timeline>> {
         let events = self.shared.store.events(id)?;
         if events.is_empty() {
-            self.install(id, &Plan::default());
+            self.install(id, &Plan::default(), 0);
             self.shared.store.put_sla_plan(id, None)?;
             return Ok(None);
         }
         let tl = Timeline::build(id, &events).map_err(anyhow::Error::msg)?;
         let p = plan(&tl, &self.shared.settings, self.shared.clock.now());
-        self.install(id, &p);
+        self.install(id, &p, events.len());
         self.persist(&tl, events.len(), &p)?;
         Ok(Some(tl))
     }
@@ -240,7 +243,7 @@ impl Sla {
     }
 
     /// Replaces a case's timer and summary.
-    fn install(&self, id: CaseId, p: &Plan) {
+    fn install(&self, id: CaseId, p: &Plan, events: usize) {
         let mut st = self.state();
         let earlier = {
             if let Some(old) = st.cases.remove(&id) {
@@ -266,6 +269,7 @@ impl Sla {
                 CaseSla {
                     next: p.next,
                     targets: p.targets.clone().into_boxed_slice(),
+                    events: u32::try_from(events).unwrap_or(u32::MAX),
                 },
             );
             p.next.is_some_and(|t| first.is_none_or(|f| t < f))
@@ -313,8 +317,8 @@ impl Sla {
                         && !indexed.contains_key(&id)
                 });
             match current {
-                Some((_, p)) => {
-                    self.install(id, &p);
+                Some((n, p)) => {
+                    self.install(id, &p, n as usize);
                     armed += 1;
                 }
                 None => {
@@ -520,13 +524,13 @@ impl Sla {
         let now = self.shared.clock.now();
         let events = self.shared.store.events(id)?;
         if events.is_empty() {
-            self.install(id, &Plan::default());
+            self.install(id, &Plan::default(), 0);
             return Ok(());
         }
         let tl = Timeline::build(id, &events).map_err(anyhow::Error::msg)?;
         let p = plan(&tl, &self.shared.settings, now);
         if p.actions.is_empty() {
-            self.install(id, &p);
+            self.install(id, &p, events.len());
             self.persist(&tl, events.len(), &p)?;
             return Ok(());
         }
@@ -932,9 +936,20 @@ impl Sla {
         (rows, counts)
     }
 
-    /// A case's SLA targets as they stand now (re-planned first, so a
-    /// change that was just written shows), for its card.
+    /// A case's SLA targets as they stand now (re-planned first when the
+    /// case changed since its plan, so a change that was just written
+    /// shows), for its card.
     pub fn targets(&self, id: CaseId) -> Vec<TargetSla> {
+        let planned = self
+            .state()
+            .cases
+            .get(&id)
+            .map(|c| (c.events, c.targets.to_vec()));
+        if let Some((events, targets)) = planned
+            && self.shared.store.open_case_event_count(id) == Some(events)
+        {
+            return targets;
+        }
         self.touch(id);
         self.state()
             .cases

@@ -14,6 +14,7 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, RwLockReadGuard};
 use std::time::{Duration, Instant};
 
+use super::batch::Batch;
 use super::tally::{
     Contribution, OpenCase, Settler, SlaOutcome, Tally, decode_outcomes, encode_outcomes,
     open_case_from,
@@ -93,7 +94,7 @@ impl Store {
     pub(super) fn write_case(
         &self,
         ledger: &mut Ledger<'_>,
-        batch: &mut sled::Batch,
+        batch: &mut Batch,
         before: Option<&Case>,
         case: &Case,
         new_events: &[Event],
@@ -192,14 +193,14 @@ impl Shared {
             }
             (to_json(&books.tally)?, std::mem::take(&mut books.dirty))
         };
-        let mut batch = sled::Batch::default();
+        let mut batch = Batch::default();
         batch.insert(META_TALLY, tally);
         for id in &ids {
             batch.remove(journal_key(CaseId(*id)));
         }
-        if let Err(e) = self.db.apply_batch(batch) {
+        if let Err(e) = self.writer.apply(batch) {
             books().dirty.extend(ids);
-            return Err(e.into());
+            return Err(e);
         }
         Ok(())
     }
@@ -226,6 +227,13 @@ impl Store {
     /// Every open case, in no particular order, for `queue`.
     pub fn open_cases(&self) -> Vec<OpenCase> {
         self.books().open.values().cloned().collect()
+    }
+
+    /// How many events an open case has, from the index (`None` for a
+    /// case that is not open): tells whether something planned from its
+    /// history is still current without reading it.
+    pub fn open_case_event_count(&self, id: CaseId) -> Option<u32> {
+        self.books().open.get(&id).map(|o| o.events)
     }
 
     /// The open cases among `ids`, from the index.
@@ -294,7 +302,7 @@ impl Store {
             let from = done + 1;
             let to = (from + BACKFILL_CHUNK).min(total + 1);
             let guard = self.shared.write.lock().unwrap_or_else(|e| e.into_inner());
-            let mut batch = sled::Batch::default();
+            let mut batch = Batch::default();
             let mut ledger = self.ledger();
             for n in from..to {
                 let id = CaseId(n);
@@ -323,7 +331,7 @@ impl Store {
             } else {
                 batch.insert(META_SLA_BACKFILL, &to.to_be_bytes());
             }
-            self.db().apply_batch(batch)?;
+            self.shared.writer.apply(batch)?;
             self.settle(ledger);
             drop(guard);
             if to > total {

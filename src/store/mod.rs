@@ -2,7 +2,7 @@
 //!
 //! Everything lives in one sled tree under one-byte key prefixes, so that a
 //! change to a case, its new event and every index entry it touches are
-//! written by one atomic `apply_batch`: a crash never leaves a torn case.
+//! written by one atomic batch ([`batch`]): a crash never leaves a torn case.
 //!
 //! | prefix | key                              | value                   |
 //! |--------|----------------------------------|-------------------------|
@@ -18,22 +18,26 @@
 //! | `d`    | due time (ms, biased), case      | empty (SLA due index)   |
 //! | `t`    | case number                      | SLA plan of an open case|
 //! | `h`    | hash of text+label               | learned example (JSON)  |
-//! | `k`    | adapter key                      | adapter state (bytes)   |
+//! | `k`    | adapter key                      | adapter state (bytes);  |
+//! |        | `delivered:<case>/<outbox no.>`  | what was posted (JSON)  |
 //! | `o`    | outbox sequence number (u64 BE)  | outgoing message (JSON) |
 //! | `f`    | outbox sequence number           | undeliverable message   |
 //! | `q`    | outbound sequence number         | helpdesk event to POST  |
 //! | `g`    | outbound sequence number         | event set aside         |
 //! | `m`    | name                             | schema, next case no.   |
 //! | `y` `r`| case number                      | see [`books`]           |
+//! | `w`    | batch number                     | a batch being applied,  |
+//! |        |                                  | see [`batch`]           |
 //!
 //! `stats` and `queue` read totals and an open-case index kept in step
 //! with every write ([`tally`], [`books`]), not the cases themselves.
 //!
 //! The customer's text is stored once, in the `opened` event: the case
-//! projection is rewritten on every change (each delivery records a
-//! `posted` event), so it leaves the body out and [`Store::case`] fills it
-//! in from the first event (schema 2; schema 1 projections still hold it
-//! and are read as they are).
+//! projection is rewritten on every change, so it leaves the body out and
+//! [`Store::case`] fills it in from the first event (schema 2; schema 1
+//! projections still hold it and are read as they are). A delivery to chat
+//! is recorded beside the case ([`Store::deliveries`]), not as a change of
+//! it.
 //!
 //! Durability: a write is acknowledged only after sled has flushed it to
 //! disk. Concurrent writers share flushes ([`GroupCommit`]): while one
@@ -41,6 +45,7 @@
 //! so durable throughput grows with the number of writers instead of being
 //! capped at the disk's fsync rate.
 
+mod batch;
 mod books;
 mod group_commit;
 pub mod tally;
@@ -56,6 +61,7 @@ use sha2::{Digest, Sha256};
 use crate::case::{Case, CaseId, Event, EventKind, NewCase, Status, TransitionError};
 use crate::message::{Action, Outgoing};
 use crate::outbound::Queued;
+use batch::{Batch, Writer};
 pub use group_commit::Durable;
 use group_commit::GroupCommit;
 pub use tally::{OpenCase, Settler, SlaOutcome, Tally};
@@ -104,6 +110,17 @@ pub struct Opened {
     pub created: bool,
 }
 
+/// A message the bot posted to chat about a case ([`Store::deliveries`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Delivery {
+    pub at: Timestamp,
+    pub platform: String,
+    pub room: String,
+    pub message_id: String,
+    /// `root`, `thread`, `alert`...
+    pub what: String,
+}
+
 /// Which cases [`Store::cases`] lists.
 #[derive(Debug, Clone, Default)]
 pub struct CaseFilter {
@@ -126,7 +143,7 @@ pub struct ImportChunk {
     /// Exported case projections with their full histories.
     pub cases: Vec<(Case, Vec<Event>)>,
     pub history: Vec<HistoryItem>,
-    /// Chat links (see [`Store::case_links`]).
+    /// Chat links (see [`Store::iter_case_links`]).
     pub links: Vec<(String, Vec<u8>)>,
 }
 
@@ -203,6 +220,8 @@ struct Shared {
     /// numbers never repeat across data dirs on one chat account.
     instance: String,
     commit: GroupCommit,
+    /// Applies multi-key writes atomically (see [`batch`]).
+    writer: Writer,
     /// The data dir, so adapters can keep their own files next to ours
     /// (the Matrix crypto store).
     dir: std::path::PathBuf,
@@ -238,6 +257,7 @@ impl Store {
                 source,
             })?;
         make_private(dir).map_err(open_err)?;
+        let writer = Writer::open(&db)?;
         migrate(&db)?;
         let last_case = match db.scan_prefix(b"c").next_back() {
             Some(kv) => decode_u64(&kv?.0[1..])?,
@@ -280,6 +300,7 @@ impl Store {
                 outbox_reserved: Mutex::new(next_outbox),
                 fresh: Mutex::new(Fresh::default()),
                 commit: GroupCommit::new(db.clone()),
+                writer,
                 db,
                 write: Mutex::new(()),
                 claims: Mutex::new(std::collections::HashSet::new()),
@@ -345,7 +366,7 @@ impl Store {
             reason,
         };
         case.apply(&event)?;
-        let mut batch = sled::Batch::default();
+        let mut batch = Batch::default();
         let mut ledger = self.ledger();
         self.write_case(
             &mut ledger,
@@ -356,7 +377,7 @@ impl Store {
         )?;
         batch.insert(event_key(id, event.seq), to_json(&event)?);
         self.queue_outbound(&mut batch, &case, &event)?;
-        self.db().apply_batch(batch)?;
+        self.shared.writer.apply(batch)?;
         self.settle(ledger);
         let ticket = self.shared.commit.written();
         drop(guard);
@@ -422,7 +443,7 @@ impl Store {
         let mut case = Case::open(id, &opened).map_err(StoreError::Corrupt)?;
         let first = case.clone();
         let (kinds, outbox) = then(&case);
-        let mut batch = sled::Batch::default();
+        let mut batch = Batch::default();
         batch.insert(event_key(id, 0), to_json(&opened)?);
         let mut written = vec![opened];
         for kind in kinds {
@@ -447,7 +468,7 @@ impl Store {
         }
         // No `mnext_case` write per case: at open the next number is one
         // past the highest case key, which this batch writes.
-        self.db().apply_batch(batch)?;
+        self.shared.writer.apply(batch)?;
         self.settle(ledger);
         let ticket = self.shared.commit.written();
         self.publish(fresh);
@@ -488,6 +509,20 @@ impl Store {
         }
     }
 
+    /// Writes or removes one key (ordered with the batches, see [`batch`]).
+    fn put(
+        &self,
+        key: impl Into<sled::IVec>,
+        value: Option<impl Into<sled::IVec>>,
+    ) -> Result<(), StoreError> {
+        let mut batch = Batch::default();
+        match value {
+            Some(v) => batch.insert(key, v),
+            None => batch.remove(key),
+        }
+        self.shared.writer.apply(batch)
+    }
+
     /// Raises a counter in the meta keys to at least `value`. Counters only
     /// grow, even when batches that raise them land out of order.
     fn raise(&self, key: &[u8], value: u64) -> Result<(), StoreError> {
@@ -511,7 +546,7 @@ impl Store {
         seen: Option<&str>,
     ) -> Result<Option<Case>, StoreError> {
         let guard = self.shared.write.lock().unwrap_or_else(|e| e.into_inner());
-        let mut batch = sled::Batch::default();
+        let mut batch = Batch::default();
         let mut ledger = self.ledger();
         let mut after = None;
         if let Some(id) = id {
@@ -540,7 +575,7 @@ impl Store {
         if let Some(key) = seen {
             batch.insert(state_key(&seen_key(key)), b"1".as_slice());
         }
-        self.db().apply_batch(batch)?;
+        self.shared.writer.apply(batch)?;
         self.settle(ledger);
         let ticket = self.shared.commit.written();
         self.publish(fresh);
@@ -553,7 +588,7 @@ impl Store {
     /// to [`Store::publish`] once the batch is applied.
     fn queue(
         &self,
-        batch: &mut sled::Batch,
+        batch: &mut Batch,
         outbox: Vec<Outgoing>,
     ) -> Result<Vec<(u64, Outgoing)>, StoreError> {
         if outbox.is_empty() {
@@ -631,12 +666,7 @@ impl Store {
     }
 
     /// Queues the helpdesk event for `ev` (if it is one) in `batch`.
-    fn queue_outbound(
-        &self,
-        batch: &mut sled::Batch,
-        case: &Case,
-        ev: &Event,
-    ) -> Result<(), StoreError> {
+    fn queue_outbound(&self, batch: &mut Batch, case: &Case, ev: &Event) -> Result<(), StoreError> {
         let types = self
             .shared
             .outbound_types
@@ -680,7 +710,7 @@ impl Store {
         let key = outbox_key(b'q', seq);
         // Only if still pending: a concurrent `retry` or set-aside wins.
         if self.db().contains_key(&key)? {
-            self.db().insert(key, to_json(q)?)?;
+            self.put(key, Some(to_json(q)?))?;
         }
         Ok(())
     }
@@ -688,10 +718,10 @@ impl Store {
     /// Event `seq` was accepted by the helpdesk: removed, and `out` (the
     /// thread's confirmation of a reply) queued, in one write.
     pub fn outbound_done(&self, seq: u64, out: Vec<Outgoing>) -> Result<Durable, StoreError> {
-        let mut batch = sled::Batch::default();
+        let mut batch = Batch::default();
         batch.remove(outbox_key(b'q', seq));
         let fresh = self.queue(&mut batch, out)?;
-        self.db().apply_batch(batch)?;
+        self.shared.writer.apply(batch)?;
         let ticket = self.shared.commit.written();
         self.publish(fresh);
         Ok(ticket)
@@ -705,11 +735,11 @@ impl Store {
         q: &Queued,
         out: Vec<Outgoing>,
     ) -> Result<Durable, StoreError> {
-        let mut batch = sled::Batch::default();
+        let mut batch = Batch::default();
         batch.remove(outbox_key(b'q', seq));
         batch.insert(outbox_key(b'g', seq), to_json(q)?);
         let fresh = self.queue(&mut batch, out)?;
-        self.db().apply_batch(batch)?;
+        self.shared.writer.apply(batch)?;
         let ticket = self.shared.commit.written();
         self.publish(fresh);
         Ok(ticket)
@@ -730,7 +760,7 @@ impl Store {
     /// the one numbered `seq` (or with that event id), or all. Returns how
     /// many. Durable when it returns.
     pub fn outbound_retry(&self, which: Option<&str>) -> Result<usize, StoreError> {
-        let mut batch = sled::Batch::default();
+        let mut batch = Batch::default();
         let mut n = 0;
         for (seq, mut q) in self.outbound_failed()? {
             if which.is_some_and(|w| w != seq.to_string() && w != q.event.id) {
@@ -743,7 +773,7 @@ impl Store {
             batch.insert(outbox_key(b'q', seq), to_json(&q)?);
             n += 1;
         }
-        self.db().apply_batch(batch)?;
+        self.shared.writer.apply(batch)?;
         self.shared.commit.written().wait()?;
         Ok(n)
     }
@@ -790,8 +820,11 @@ impl Store {
 
     /// Records a delivered message: removes it from the outbox, remembers its
     /// platform id under `record_as`, maps a case's root message to the case,
-    /// and notes the delivery in the case history, in one write. The record
-    /// is durable once the returned [`Durable`] resolves.
+    /// and notes the delivery with the case ([`Store::deliveries`]), in one
+    /// write. The case itself is not rewritten: a delivery changes nothing
+    /// about it (older versions appended a `posted` event, rewriting the
+    /// case and its index entry twice per ticket). The record is durable
+    /// once the returned [`Durable`] resolves.
     pub fn delivered(
         &self,
         seq: u64,
@@ -800,9 +833,7 @@ impl Store {
         message_id: &str,
         at: Timestamp,
     ) -> Result<Durable, StoreError> {
-        let guard = self.shared.write.lock().unwrap_or_else(|e| e.into_inner());
-        let mut batch = sled::Batch::default();
-        let mut ledger = self.ledger();
+        let mut batch = Batch::default();
         batch.remove(outbox_key(b'o', seq));
         if let Some(key) = &msg.record_as {
             batch.insert(state_key(&format!("posted:{key}")), message_id.as_bytes());
@@ -820,48 +851,36 @@ impl Store {
                     &id.0.to_be_bytes(),
                 );
             }
-            if let Some(before) = self.stored_case(id)? {
-                let mut case = before.clone();
-                let ev = Event {
-                    seq: case.events,
-                    at,
-                    actor: "bot".into(),
-                    kind: EventKind::Posted {
-                        platform: platform.into(),
-                        room: msg.room.clone(),
-                        message_id: message_id.into(),
-                        what: msg.what.clone(),
-                    },
-                    reason: None,
-                };
-                // A closed case refuses new events; the delivery still counts.
-                if case.apply(&ev).is_ok() {
-                    batch.insert(event_key(id, ev.seq), to_json(&ev)?);
-                    self.write_case(
-                        &mut ledger,
-                        &mut batch,
-                        Some(&before),
-                        &case,
-                        std::slice::from_ref(&ev),
-                    )?;
-                }
-            }
+            let record = Delivery {
+                at,
+                platform: platform.into(),
+                room: msg.room.clone(),
+                message_id: message_id.into(),
+                what: msg.what.clone(),
+            };
+            batch.insert(delivery_key(id, seq), to_json(&record)?);
         }
-        self.db().apply_batch(batch)?;
-        self.settle(ledger);
-        let ticket = self.shared.commit.written();
-        drop(guard);
-        Ok(ticket)
+        self.shared.writer.apply(batch)?;
+        Ok(self.shared.commit.written())
+    }
+
+    /// What the bot posted to chat about a case, oldest first (deliveries
+    /// recorded by older versions are `posted` events in its history).
+    pub fn deliveries(&self, id: CaseId) -> Result<Vec<Delivery>, StoreError> {
+        self.db()
+            .scan_prefix(state_key(&format!("{DELIVERED}{}/", id.0)))
+            .map(|kv| from_json(&kv?.1))
+            .collect()
     }
 
     /// Sets aside a message that can never be delivered, so its room's queue
     /// moves on; it stays in the store for inspection.
     pub fn undeliverable(&self, seq: u64, msg: &Outgoing, reason: &str) -> Result<(), StoreError> {
-        let mut batch = sled::Batch::default();
+        let mut batch = Batch::default();
         batch.remove(outbox_key(b'o', seq));
         let record = serde_json::json!({"message": msg, "reason": reason});
         batch.insert(outbox_key(b'f', seq), to_json(&record)?);
-        self.db().apply_batch(batch)?;
+        self.shared.writer.apply(batch)?;
         self.shared.commit.written().wait()?;
         Ok(())
     }
@@ -870,11 +889,11 @@ impl Store {
     /// no other record: coalesced card edits. Not waited for: after a crash
     /// an edit is at worst sent again, showing the same state.
     pub fn outbox_done(&self, seqs: &[u64]) -> Result<(), StoreError> {
-        let mut batch = sled::Batch::default();
+        let mut batch = Batch::default();
         for seq in seqs {
             batch.remove(outbox_key(b'o', *seq));
         }
-        self.db().apply_batch(batch)?;
+        self.shared.writer.apply(batch)?;
         Ok(())
     }
 
@@ -1005,16 +1024,22 @@ impl Store {
         self.db().scan_prefix(b"h").map(|kv| from_json(&kv?.1))
     }
 
-    /// [`Store::case_links`], one at a time.
+    /// The state that ties cases to chat (which message is a case's thread
+    /// root, which platform id a sent message got, what was posted about a
+    /// case), for export. Sessions, sync tokens and handled-event markers
+    /// are left out: they hold secrets or belong to one deployment's chat
+    /// account.
     pub fn iter_case_links(
         &self,
     ) -> impl Iterator<Item = Result<(String, Vec<u8>), StoreError>> + '_ {
-        ["thread:", "posted:"].into_iter().flat_map(|prefix| {
-            self.db().scan_prefix(state_key(prefix)).map(|kv| {
-                let (k, v) = kv?;
-                Ok((String::from_utf8_lossy(&k[1..]).into_owned(), v.to_vec()))
+        ["thread:", "posted:", DELIVERED]
+            .into_iter()
+            .flat_map(|prefix| {
+                self.db().scan_prefix(state_key(prefix)).map(|kv| {
+                    let (k, v) = kv?;
+                    Ok((String::from_utf8_lossy(&k[1..]).into_owned(), v.to_vec()))
+                })
             })
-        })
     }
 
     fn index_ids(&self, prefix: Vec<u8>) -> impl Iterator<Item = Result<CaseId, StoreError>> + '_ {
@@ -1031,14 +1056,14 @@ impl Store {
         old: Option<Timestamp>,
         new: Option<Timestamp>,
     ) -> Result<(), StoreError> {
-        let mut batch = sled::Batch::default();
+        let mut batch = Batch::default();
         if let Some(t) = old {
             batch.remove(due_key(t, id));
         }
         if let Some(t) = new {
             batch.insert(due_key(t, id), &[]);
         }
-        self.db().apply_batch(batch)?;
+        self.shared.writer.apply(batch)?;
         self.shared.commit.written().wait()?;
         Ok(())
     }
@@ -1067,11 +1092,7 @@ impl Store {
     /// history, is recomputed from the history at start.
     pub fn put_sla_plan(&self, id: CaseId, plan: Option<&[u8]>) -> Result<(), StoreError> {
         let key = sla_plan_key(id);
-        match plan {
-            Some(v) => self.db().insert(key, v)?,
-            None => self.db().remove(key)?,
-        };
-        Ok(())
+        self.put(key, plan)
     }
 
     /// Every persisted SLA plan (see [`Store::put_sla_plan`]).
@@ -1104,7 +1125,7 @@ impl Store {
         items: impl IntoIterator<Item = &'a HistoryItem>,
     ) -> Result<usize, StoreError> {
         let _guard = self.shared.write.lock().unwrap_or_else(|e| e.into_inner());
-        let mut batch = sled::Batch::default();
+        let mut batch = Batch::default();
         let mut added = 0;
         let mut seen = std::collections::HashSet::new();
         for item in items {
@@ -1115,7 +1136,7 @@ impl Store {
             batch.insert(key, to_json(item)?);
             added += 1;
         }
-        self.db().apply_batch(batch)?;
+        self.shared.writer.apply(batch)?;
         self.shared.commit.written().wait()?;
         Ok(added)
     }
@@ -1133,24 +1154,9 @@ impl Store {
         Ok(self.db().get(state_key(key))?.map(|v| v.to_vec()))
     }
 
-    /// The state that ties cases to chat (which message is a case's thread
-    /// root, which platform id a sent message got), for export. Sessions,
-    /// sync tokens and handled-event markers are left out: they hold secrets
-    /// or belong to one deployment's chat account.
-    pub fn case_links(&self) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
-        let mut out = Vec::new();
-        for prefix in ["thread:", "posted:"] {
-            for kv in self.db().scan_prefix(state_key(prefix)) {
-                let (k, v) = kv?;
-                out.push((String::from_utf8_lossy(&k[1..]).into_owned(), v.to_vec()));
-            }
-        }
-        Ok(out)
-    }
-
     /// Durably stores adapter state.
     pub fn put_state(&self, key: &str, value: &[u8]) -> Result<(), StoreError> {
-        self.db().insert(state_key(key), value)?;
+        self.put(state_key(key), Some(value))?;
         self.shared.commit.written().wait()?;
         Ok(())
     }
@@ -1177,8 +1183,7 @@ impl Store {
                 std::borrow::Cow::Borrowed(_) => value.into(),
             },
         };
-        self.db()
-            .insert(state_key(&format!("inbox:{key}")), clean.as_ref())?;
+        self.put(state_key(&format!("inbox:{key}")), Some(clean.as_ref()))?;
         Ok(self.shared.commit.written())
     }
 
@@ -1198,8 +1203,7 @@ impl Store {
     /// Forgets a kept event once it is handled (the handled marker makes a
     /// replay harmless, so this needs no flush of its own).
     pub fn inbox_remove(&self, key: &str) -> Result<(), StoreError> {
-        self.db().remove(state_key(&format!("inbox:{key}")))?;
-        Ok(())
+        self.put(state_key(&format!("inbox:{key}")), None::<&[u8]>)
     }
 
     /// Restores cases from their full histories (used by `import`). Each
@@ -1207,7 +1211,7 @@ impl Store {
     /// lifecycle is refused. Written in one batch and flushed once.
     pub fn import_cases(&self, cases: Vec<(CaseId, Vec<Event>)>) -> Result<usize, StoreError> {
         let _guard = self.shared.write.lock().unwrap_or_else(|e| e.into_inner());
-        let mut batch = sled::Batch::default();
+        let mut batch = Batch::default();
         let mut ledger = self.ledger();
         let mut next = self.shared.next_case.load(Ordering::Relaxed);
         let n = cases.len();
@@ -1224,7 +1228,7 @@ impl Store {
             next = next.max(id.0 + 1);
         }
         self.raise(META_NEXT_CASE, next)?;
-        self.db().apply_batch(batch)?;
+        self.shared.writer.apply(batch)?;
         self.settle(ledger);
         self.shared.next_case.fetch_max(next, Ordering::Relaxed);
         self.shared.commit.written().wait()?;
@@ -1240,7 +1244,7 @@ impl Store {
     /// that is already taken is refused too.
     pub fn import_chunk(&self, chunk: ImportChunk) -> Result<(), StoreError> {
         let _guard = self.shared.write.lock().unwrap_or_else(|e| e.into_inner());
-        let mut batch = sled::Batch::default();
+        let mut batch = Batch::default();
         let mut ledger = self.ledger();
         let mut next = self.shared.next_case.load(Ordering::Relaxed);
         for (exported, events) in &chunk.cases {
@@ -1268,7 +1272,7 @@ impl Store {
             batch.insert(state_key(key), value.as_slice());
         }
         self.raise(META_NEXT_CASE, next)?;
-        self.db().apply_batch(batch)?;
+        self.shared.writer.apply(batch)?;
         self.settle(ledger);
         self.shared.next_case.fetch_max(next, Ordering::Relaxed);
         Ok(())
@@ -1365,11 +1369,7 @@ fn redact_kind(kind: EventKind) -> EventKind {
 
 /// Writes a case projection and moves its index entries from `before`
 /// (the books' side is [`Store::write_case`]).
-fn write_case(
-    batch: &mut sled::Batch,
-    before: Option<&Case>,
-    case: &Case,
-) -> Result<(), StoreError> {
+fn write_case(batch: &mut Batch, before: Option<&Case>, case: &Case) -> Result<(), StoreError> {
     // Index entries that stay the same are not rewritten, except the
     // status entry: it carries the number of events, which tells the SLA
     // engine whether a persisted plan is current.
@@ -1539,6 +1539,14 @@ fn seen_key(event_id: &str) -> String {
 fn actions_key(room: &str, message_id: &str) -> String {
     format!("actions:{room}:{message_id}")
 }
+
+/// A delivery record: under the adapter-state prefix, so it is exported and
+/// imported with the other chat links; the outbox number orders a case's.
+fn delivery_key(id: CaseId, seq: u64) -> Vec<u8> {
+    state_key(&format!("{DELIVERED}{}/{seq:020}", id.0))
+}
+
+const DELIVERED: &str = "delivered:";
 
 fn thread_key(room: &str, root: &str) -> String {
     format!("thread:{room}:{root}")

@@ -237,6 +237,8 @@ pub struct OpenCase {
     /// Shared, so listing 100k open cases copies no names.
     pub assignee: Option<std::sync::Arc<str>>,
     pub created_at: Timestamp,
+    /// Number of events in its history.
+    pub events: u32,
 }
 
 impl OpenCase {
@@ -247,6 +249,7 @@ impl OpenCase {
             priority: c.priority,
             assignee: c.assignee.as_deref().map(std::sync::Arc::from),
             created_at: c.created_at,
+            events: c.events,
         }
     }
 }
@@ -276,6 +279,7 @@ pub(crate) fn open_case_from(id: CaseId, status: Status, v: &[u8]) -> Option<Ope
     if v.len() < 13 {
         return None;
     }
+    let events = u32::from_be_bytes(v[..4].try_into().ok()?);
     let priority = *Priority::ALL.get(usize::from(v[4]))?;
     let ms = i64::from_be_bytes(v[5..13].try_into().ok()?);
     let assignee = (v.len() > 13).then(|| std::sync::Arc::from(String::from_utf8_lossy(&v[13..])));
@@ -285,6 +289,7 @@ pub(crate) fn open_case_from(id: CaseId, status: Status, v: &[u8]) -> Option<Ope
         priority,
         assignee,
         created_at: Timestamp::from_millisecond(ms).ok()?,
+        events,
     })
 }
 

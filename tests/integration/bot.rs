@@ -283,12 +283,21 @@ async fn agents_work_a_case_from_its_thread() {
             .iter()
             .any(|i| i.label == "payment-failed")
     );
-    // Everything the bot posted is in the case history.
-    let posted = events
-        .iter()
-        .filter(|e| matches!(e.kind, EventKind::Posted { .. }))
-        .count();
-    assert!(posted >= 10, "posted events: {posted}");
+    // Everything the bot posted about the case is recorded with it, in the
+    // order it went out, without a line in the case history.
+    let posted = h.store.deliveries(CaseId(1)).unwrap();
+    assert!(posted.len() >= 10, "deliveries: {posted:#?}");
+    assert_eq!(posted[0].what, "root", "{posted:#?}");
+    assert!(
+        posted.iter().all(|d| d.room == TEAM || d.room == INTAKE),
+        "{posted:#?}"
+    );
+    assert!(
+        !events
+            .iter()
+            .any(|e| matches!(e.kind, EventKind::Posted { .. })),
+        "deliveries leave the case history alone"
+    );
     h.stop().await;
 }
 
