@@ -25,10 +25,8 @@ use serde::{Deserialize, Serialize};
 use crate::lang::Lang;
 use crate::redact::redact;
 
-use super::cluster;
 use super::extract;
 use super::features::{self, Feature, Kind};
-use super::knn::Knn;
 use super::load::{BUILTIN_FIELDS, NONE_ID, PlaybookSet};
 use super::model::{Example, Model, TrainConfig, softmax};
 use super::render::{self, RenderError};
@@ -118,30 +116,6 @@ pub(crate) struct Tuning {
     /// How much the `none` probability counts against the best playbook's:
     /// confidence = p(best) - none_penalty * p(none). See [`Engine::confidence`].
     pub(crate) none_penalty: f32,
-    /// Texts per sub-class (k-means within each class; 0 = one per class).
-    pub(crate) sub_size: f32,
-    /// Most sub-classes of one class.
-    pub(crate) sub_max: usize,
-    /// Sub-class probabilities to class: 0 = sum, 1 = max (renormalised).
-    pub(crate) sub_pool: f32,
-    /// Share of the nearest-neighbour distribution in the probabilities (0 = off).
-    pub(crate) knn_mix: f32,
-    /// Neighbours averaged per class.
-    pub(crate) knn_k: usize,
-    /// Temperature of the softmax over per-class neighbour similarity.
-    pub(crate) knn_temp: f32,
-    /// Below this best similarity to an in-scope text, all mass goes to `none` (0 = off).
-    pub(crate) knn_gate: f32,
-    /// Buckets in more than this share of texts are not indexed.
-    pub(crate) knn_df_cap: f32,
-    /// Exponent of the IDF weight of n-grams (0 = presence only).
-    pub(crate) idf: f32,
-    pub(crate) mlp_mix: f32,
-    pub(crate) mlp_h: usize,
-    pub(crate) mlp_epochs: usize,
-    pub(crate) mlp_lr: f32,
-    /// Split only the `none` class into sub-classes.
-    pub(crate) sub_none_only: f32,
     pub(crate) train: TrainConfig,
 }
 
@@ -159,20 +133,6 @@ impl Default for Tuning {
             rule_dropout: 0.5,
             temperature: 1.0,
             none_penalty: 1.0,
-            sub_size: 0.0,
-            sub_max: 16,
-            sub_pool: 0.0,
-            knn_mix: 0.0,
-            knn_k: 1,
-            knn_temp: 0.1,
-            knn_gate: 0.0,
-            knn_df_cap: 0.2,
-            idf: 0.0,
-            mlp_mix: 0.0,
-            mlp_h: 48,
-            mlp_epochs: 8,
-            mlp_lr: 0.2,
-            sub_none_only: 0.0,
             train: TrainConfig::default(),
         }
     }
@@ -447,12 +407,6 @@ pub struct Engine {
     classes: Vec<String>,
     rules: Rules,
     model: Model,
-    /// Class of each of the model's sub-classes (empty: one per class).
-    sub_class: Vec<usize>,
-    knn: Option<Knn>,
-    mlp: Option<super::mlp::Mlp>,
-    /// Weight per bucket (inverse document frequency), if used.
-    idf: Option<Vec<f32>>,
     tuning: Tuning,
 }
 
@@ -505,69 +459,14 @@ impl Engine {
         fields: &BTreeMap<String, String>,
         s: &mut features::Scratch,
     ) -> Vec<f32> {
-        let k = self.classes.len();
+        let mut probs = vec![0f32; self.classes.len()];
         features::normalize_into(text, &mut s.chars);
         features::vectorize_with_origins(&s.chars, &mut s.feats, &mut s.origins, &mut s.dedup);
-        let ngrams = s.feats.len();
-        if let Some(idf) = &self.idf {
-            apply_idf(idf, &mut s.feats);
-        }
         s.feats.push((lang_bucket(lang), 1.0));
         push_field_features(fields, self.tuning.field_value, &mut s.feats);
         push_rule_features(hits, &self.tuning, &mut s.feats);
-        let mut probs = if self.sub_class.is_empty() {
-            let mut probs = vec![0f32; k];
-            self.model.add_scores(&s.feats, &mut probs);
-            softmax(&mut probs, self.model.temperature);
-            probs
-        } else {
-            let mut sub = vec![0f32; self.model.k];
-            self.model.add_scores(&s.feats, &mut sub);
-            softmax(&mut sub, self.model.temperature);
-            let mut probs = vec![0f32; k];
-            if self.tuning.sub_pool > 0.5 {
-                for (p, &c) in sub.iter().zip(&self.sub_class) {
-                    probs[c] = probs[c].max(*p);
-                }
-                let t: f32 = probs.iter().sum();
-                probs.iter_mut().for_each(|p| *p /= t);
-            } else {
-                for (p, &c) in sub.iter().zip(&self.sub_class) {
-                    probs[c] += p;
-                }
-            }
-            probs
-        };
-        if let Some(mlp) = &self.mlp {
-            let mut q = vec![0f32; k];
-            mlp.probs(&s.feats, &mut q);
-            let a = self.tuning.mlp_mix;
-            for (p, q) in probs.iter_mut().zip(&q) {
-                *p = (1.0 - a) * *p + a * q;
-            }
-        }
-        if let Some(knn) = &self.knn {
-            let mut sim = vec![0f32; k];
-            knn.class_scores(&s.feats[..ngrams], self.tuning.knn_k, &mut sim);
-            if self.tuning.knn_mix < 0.0 {
-                // Tuning only: the raw per-class similarities, to mix offline.
-                return sim;
-            }
-            let best_in = sim[1..].iter().copied().fold(0.0, f32::max);
-            if self.tuning.knn_mix > 0.0 {
-                let mut q = sim.clone();
-                softmax(&mut q, self.tuning.knn_temp);
-                let a = self.tuning.knn_mix;
-                for (p, q) in probs.iter_mut().zip(&q) {
-                    *p = (1.0 - a) * *p + a * q;
-                }
-            }
-            if best_in < self.tuning.knn_gate {
-                let t: f32 = probs[1..].iter().sum();
-                probs[1..].iter_mut().for_each(|p| *p = 0.0);
-                probs[0] += t;
-            }
-        }
+        self.model.add_scores(&s.feats, &mut probs);
+        softmax(&mut probs, self.model.temperature);
         probs
     }
 
@@ -585,7 +484,6 @@ impl Engine {
 
         // (text, class, weight) from every source.
         let mut raw: Vec<(&str, usize, f32)> = Vec::new();
-        let mut is_phrase: Vec<bool> = Vec::new();
         for (i, pb) in set.playbooks.iter().enumerate() {
             for lang in Lang::ALL {
                 for ex in pb.examples.get(lang) {
@@ -593,8 +491,6 @@ impl Engine {
                 }
             }
             for phrase in &pb.phrases {
-                is_phrase.resize(raw.len(), false);
-                is_phrase.push(true);
                 raw.push((phrase, i + 1, tuning.phrase_weight));
             }
         }
@@ -627,38 +523,14 @@ impl Engine {
             .collect();
 
         let mut examples = Vec::with_capacity(raw.len() * 2);
-        // Raw text of each example, and each raw text's n-gram vector.
-        let mut example_raw: Vec<usize> = Vec::with_capacity(raw.len() * 2);
-        let mut vecs: Vec<Vec<Feature>> = Vec::with_capacity(raw.len());
         let mut chars = Vec::new();
         let mut dedup = features::Dedup::default();
         let mut fields = BTreeMap::new();
-        // Inverse document frequency per bucket, over every training text.
-        let idf = (tuning.idf > 0.0).then(|| {
-            let mut df = vec![0u32; features::DIM];
-            let mut feats = Vec::new();
-            for &(text, _, _) in &raw {
-                features::normalize_into(&redact(text), &mut chars);
-                features::vectorize(&chars, &mut feats, &mut dedup);
-                for &(b, _) in &feats {
-                    df[b as usize] += 1;
-                }
-            }
-            let n = raw.len() as f32 + 1.0;
-            df.iter()
-                .map(|&d| ((n / (d as f32 + 1.0)).ln() + 1.0).powf(tuning.idf))
-                .collect::<Vec<f32>>()
-        });
-        for (ri, &(text, class, w)) in raw.iter().enumerate() {
+        for &(text, class, w) in &raw {
             let text = redact(text);
             let mut feats = Vec::new();
             features::normalize_into(&text, &mut chars);
             features::vectorize(&chars, &mut feats, &mut dedup);
-            if let Some(idf) = &idf {
-                apply_idf(idf, &mut feats);
-            }
-            vecs.push(feats.clone());
-            let before = examples.len();
             feats.push((lang_bucket(detect_lang(&text)), 1.0));
             fields.clear();
             extract::extract_builtin(&text, &mut fields);
@@ -686,51 +558,8 @@ impl Engine {
                     weight,
                 });
             }
-            example_raw.extend(std::iter::repeat_n(ri, examples.len() - before));
         }
-        let mlp = (tuning.mlp_mix > 0.0).then(|| {
-            super::mlp::Mlp::train(
-                &examples,
-                k,
-                tuning.mlp_h,
-                tuning.mlp_epochs,
-                tuning.mlp_lr,
-                tuning.train.seed,
-            )
-        });
-        let raw_class: Vec<usize> = raw.iter().map(|r| r.1).collect();
-        let vec_refs: Vec<&[Feature]> = vecs.iter().map(|v| &v[..]).collect();
-        let sub_class = if tuning.sub_size > 0.0 {
-            let (sub, sub_class) = cluster::split(
-                &vec_refs,
-                &raw_class,
-                k,
-                tuning.sub_size,
-                tuning.sub_max,
-                tuning.sub_none_only > 0.5,
-            );
-            for (ex, &ri) in examples.iter_mut().zip(&example_raw) {
-                ex.class = sub[ri];
-            }
-            sub_class
-        } else {
-            Vec::new()
-        };
-        let knn = (tuning.knn_mix != 0.0 || tuning.knn_gate > 0.0).then(|| {
-            // Phrases are fragments, not tickets: left out of the neighbours.
-            let keep: Vec<usize> = (0..raw.len())
-                .filter(|&i| !is_phrase.get(i).copied().unwrap_or(false))
-                .collect();
-            let v: Vec<&[Feature]> = keep.iter().map(|&i| vec_refs[i]).collect();
-            let c: Vec<usize> = keep.iter().map(|&i| raw_class[i]).collect();
-            Knn::build(&v, &c, k, tuning.knn_df_cap)
-        });
-        let kk = if sub_class.is_empty() {
-            k
-        } else {
-            sub_class.len()
-        };
-        let mut model = Model::train_grouped(&examples, kk, &sub_class, &tuning.train);
+        let mut model = Model::train(&examples, k, &tuning.train);
         model.temperature = tuning.temperature;
         Engine {
             set,
@@ -739,10 +568,6 @@ impl Engine {
             classes,
             rules,
             model,
-            sub_class,
-            knn,
-            mlp,
-            idf,
             tuning,
         }
     }
@@ -933,16 +758,7 @@ impl Engine {
                 continue;
             }
             let row = self.model.row(j);
-            let own = if self.sub_class.is_empty() {
-                row[class]
-            } else {
-                row.iter()
-                    .zip(&self.sub_class)
-                    .filter(|(_, c)| **c == class)
-                    .map(|(w, _)| *w)
-                    .fold(f32::NEG_INFINITY, f32::max)
-            };
-            let score = own - row.iter().sum::<f32>() / k as f32;
+            let score = row[class] - row.iter().sum::<f32>() / k as f32;
             if score <= 0.0 || top.iter().any(|&(_, t)| s.origins[t].0 == j) {
                 continue;
             }
@@ -988,19 +804,6 @@ fn push_rule_features(hits: &RuleHits, tuning: &Tuning, out: &mut Vec<Feature>) 
             let v = hits.phrase[c].min(2.0) * tuning.phrase_value;
             out.push((features::synthetic(Kind::Phrase, c as u64), v));
         }
-    }
-}
-
-/// Scales each n-gram by its bucket's weight and back to unit length.
-fn apply_idf(idf: &[f32], feats: &mut [Feature]) {
-    let mut norm = 0.0;
-    for f in feats.iter_mut() {
-        f.1 *= idf[f.0 as usize];
-        norm += f.1 * f.1;
-    }
-    if norm > 0.0 {
-        let inv = 1.0 / norm.sqrt();
-        feats.iter_mut().for_each(|f| f.1 *= inv);
     }
 }
 

@@ -53,13 +53,10 @@
 //! test) prints these tables for a split of your own.
 
 pub(crate) mod cli;
-pub(crate) mod cluster;
 pub(crate) mod engine;
 pub(crate) mod extract;
 pub(crate) mod features;
-pub(crate) mod knn;
 pub(crate) mod load;
-pub(crate) mod mlp;
 pub(crate) mod model;
 #[cfg(test)]
 mod quality;

@@ -29,9 +29,6 @@ pub(crate) struct TrainConfig {
     /// average of a few (the same as averaging their logits, the model
     /// being linear) is steadier and abstains more where they disagree.
     pub(crate) runs: usize,
-    /// With sub-classes: from this epoch on, the loss is that of the
-    /// example's class (sum of its sub-classes), not of its cluster.
-    pub(crate) soft_from: usize,
 }
 
 impl Default for TrainConfig {
@@ -42,7 +39,6 @@ impl Default for TrainConfig {
             l2: 1e-5,
             seed: 0x5eed,
             runs: 3,
-            soft_from: usize::MAX,
         }
     }
 }
@@ -91,19 +87,7 @@ impl Model {
     }
 
     /// Trains a model on `examples` for `k` classes.
-    #[cfg(test)]
     pub(crate) fn train(examples: &[Example], k: usize, cfg: &TrainConfig) -> Model {
-        Self::train_grouped(examples, k, &[], cfg)
-    }
-
-    /// [`Model::train`] where class `i` is a sub-class of `groups[i]`
-    /// (empty: no sub-classes).
-    pub(crate) fn train_grouped(
-        examples: &[Example],
-        k: usize,
-        groups: &[usize],
-        cfg: &TrainConfig,
-    ) -> Model {
         let runs = cfg.runs.max(1);
         let seed = |r: usize| cfg.seed ^ (r as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15);
         // The runs are independent: train them on their own threads (a
@@ -111,9 +95,9 @@ impl Model {
         // run order so the result does not depend on which finished first.
         let mut models: Vec<Model> = std::thread::scope(|s| {
             let handles: Vec<_> = (1..runs)
-                .map(|r| s.spawn(move || Self::train_once(examples, k, groups, seed(r), cfg)))
+                .map(|r| s.spawn(move || Self::train_once(examples, k, seed(r), cfg)))
                 .collect();
-            let first = Self::train_once(examples, k, groups, seed(0), cfg);
+            let first = Self::train_once(examples, k, seed(0), cfg);
             std::iter::once(first)
                 .chain(
                     handles
@@ -143,13 +127,7 @@ impl Model {
     }
 
     /// One SGD run in the order given by `seed`.
-    fn train_once(
-        examples: &[Example],
-        k: usize,
-        groups: &[usize],
-        seed: u64,
-        cfg: &TrainConfig,
-    ) -> Model {
+    fn train_once(examples: &[Example], k: usize, seed: u64, cfg: &TrainConfig) -> Model {
         let mut w = vec![0f32; DIM * k];
         // Adagrad accumulators, one per row (feature), not per weight: a
         // tenth of the square roots for nearly the same effect.
@@ -157,8 +135,7 @@ impl Model {
         let mut order: Vec<usize> = (0..examples.len()).collect();
         let mut rng = seed | 1;
         let mut p = vec![0f32; k];
-        for epoch in 0..cfg.epochs {
-            let soft = !groups.is_empty() && epoch >= cfg.soft_from;
+        for _ in 0..cfg.epochs {
             // Fisher–Yates with xorshift: deterministic, no rand crate.
             for i in (1..order.len()).rev() {
                 rng ^= rng << 13;
@@ -177,23 +154,7 @@ impl Model {
                 }
                 softmax(&mut p, 1.0);
                 // Gradient of the weighted cross-entropy w.r.t. the logits.
-                if soft {
-                    let g = groups[ex.class];
-                    let mass: f32 = p
-                        .iter()
-                        .zip(groups)
-                        .filter(|(_, c)| **c == g)
-                        .map(|(v, _)| *v)
-                        .sum::<f32>()
-                        .max(1e-12);
-                    for (v, c) in p.iter_mut().zip(groups) {
-                        if *c == g {
-                            *v -= *v / mass;
-                        }
-                    }
-                } else {
-                    p[ex.class] -= 1.0;
-                }
+                p[ex.class] -= 1.0;
                 let grad_sq: f32 = p.iter().map(|g| g * g).sum::<f32>() * ex.weight * ex.weight;
                 for &(j, x) in &ex.features {
                     let j = j as usize;

@@ -227,25 +227,6 @@ fn report(tuning: &Tuning, label: &str) {
             ("cv_zh", &cv_zh),
             ("cv_en", &cv_en),
         ];
-        let extra_scored: Vec<(String, Vec<Scored>)> = extra
-            .iter()
-            .flat_map(|(name, rows)| {
-                let stem = Path::new(name)
-                    .file_stem()
-                    .unwrap()
-                    .to_string_lossy()
-                    .to_string();
-                [
-                    (format!("{stem}_cold"), score_all(&bare, rows)),
-                    (format!("{stem}_warm"), score_all(&warm, rows)),
-                ]
-            })
-            .collect();
-        let all: Vec<(&str, &Vec<Scored>)> = all
-            .iter()
-            .map(|(n, r)| (*n, *r))
-            .chain(extra_scored.iter().map(|(n, r)| (n.as_str(), r)))
-            .collect();
         for (name, rows) in all {
             for s in rows.iter() {
                 out.push_str(
@@ -318,24 +299,9 @@ fn tune_report() {
                     "lr" => t.train.learning_rate = x,
                     "l2" => t.train.l2 = x,
                     "runs" => t.train.runs = x as usize,
-                    "soft_from" => t.train.soft_from = x as usize,
                     "seed" => t.train.seed = x as u64,
                     "none_penalty" => t.none_penalty = x,
                     "phrase_value" => t.phrase_value = x,
-                    "sub_size" => t.sub_size = x,
-                    "sub_max" => t.sub_max = x as usize,
-                    "sub_pool" => t.sub_pool = x,
-                    "knn_mix" => t.knn_mix = x,
-                    "knn_k" => t.knn_k = x as usize,
-                    "knn_temp" => t.knn_temp = x,
-                    "knn_gate" => t.knn_gate = x,
-                    "knn_df_cap" => t.knn_df_cap = x,
-                    "idf" => t.idf = x,
-                    "mlp_mix" => t.mlp_mix = x,
-                    "mlp_h" => t.mlp_h = x as usize,
-                    "mlp_epochs" => t.mlp_epochs = x as usize,
-                    "mlp_lr" => t.mlp_lr = x,
-                    "sub_none_only" => t.sub_none_only = x,
                     other => panic!("unknown knob {other}"),
                 }
             }
