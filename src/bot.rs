@@ -580,7 +580,7 @@ impl Bot {
                     (vec![triaged], out)
                 })?;
         if opened.created {
-            self.case_changed(opened.case.id);
+            s.sla.touch_opened(opened.case.id, &opened.events);
             tracing::info!(case = %opened.case.id, playbook = ?opened.case.suggested_playbook, "case opened");
         }
         Ok((opened.case, opened.created, durable))

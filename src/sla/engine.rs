@@ -206,15 +206,38 @@ impl Sla {
         }
     }
 
+    /// Plans a case just opened from the events it was opened with,
+    /// without reading them back (read after all if the case changed
+    /// meanwhile).
+    pub fn touch_opened(&self, id: CaseId, events: &[Event]) {
+        let _g = self.stripe(id);
+        let current = u32::try_from(events.len())
+            .is_ok_and(|n| self.shared.store.open_case_event_count(id) == Some(n));
+        let planned = if current {
+            self.plan_from(id, events)
+        } else {
+            self.refresh(id)
+        };
+        if let Err(e) = planned {
+            tracing::warn!(case = %id, "SLA plan failed: {e:#}");
+        }
+    }
+
     /// Reads, plans and installs one case; the caller holds its stripe.
     fn refresh(&self, id: CaseId) -> anyhow::Result<Option<Timeline>> {
         let events = self.shared.store.events(id)?;
+        self.plan_from(id, &events)
+    }
+
+    /// Plans and installs one case from its whole history; the caller
+    /// holds its stripe.
+    fn plan_from(&self, id: CaseId, events: &[Event]) -> anyhow::Result<Option<Timeline>> {
         if events.is_empty() {
             self.install(id, &Plan::default(), 0);
             self.shared.store.put_sla_plan(id, None)?;
             return Ok(None);
         }
-        let tl = Timeline::build(id, &events).map_err(anyhow::Error::msg)?;
+        let tl = Timeline::build(id, events).map_err(anyhow::Error::msg)?;
         let p = plan(&tl, &self.shared.settings, self.shared.clock.now());
         self.install(id, &p, events.len());
         self.persist(&tl, events.len(), &p)?;

@@ -108,6 +108,8 @@ pub struct Opened {
     /// False when a case with the same external id already existed; then
     /// `case` is that existing case and nothing was written.
     pub created: bool,
+    /// The events written (none when the case existed).
+    pub events: Vec<Event>,
 }
 
 /// A message the bot posted to chat about a case ([`Store::deliveries`]).
@@ -428,6 +430,7 @@ impl Store {
                 Opened {
                     case: existing,
                     created: false,
+                    events: Vec::new(),
                 },
                 None,
             ));
@@ -477,6 +480,7 @@ impl Store {
             Opened {
                 case,
                 created: true,
+                events: written,
             },
             Some(ticket),
         ))
