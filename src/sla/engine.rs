@@ -113,6 +113,9 @@ struct State {
     in_flight: usize,
     /// Whether the start-up load finished.
     loaded: bool,
+    /// How many cases the start-up load planned from their histories (the
+    /// others were armed from their persisted plans).
+    replayed: usize,
 }
 
 /// What the engine keeps in memory per case.
@@ -197,6 +200,14 @@ impl Sla {
             .unwrap_or_else(|e| e.into_inner())
     }
 
+    /// How many cases the start-up load had to plan from their histories
+    /// (`None` before it finished); the rest were armed from the plans
+    /// persisted with them, which is what keeps a restart fast.
+    pub fn replayed_at_start(&self) -> Option<usize> {
+        let st = self.state();
+        st.loaded.then_some(st.replayed)
+    }
+
     /// Re-plans a case after it changed. Never fails: a problem is logged,
     /// and the next change or restart plans the case again.
     pub fn touch(&self, id: CaseId) {
@@ -249,7 +260,7 @@ impl Sla {
     fn persist(&self, tl: &Timeline, events: usize, p: &Plan) -> anyhow::Result<()> {
         let id = tl.case.id;
         if tl.case.status.is_open() {
-            let bytes = encode_plan(events as u32, p);
+            let bytes = encode_plan(events as u32, p, tl);
             self.shared.store.put_sla_plan(id, Some(&bytes))?;
         } else {
             self.shared.store.put_sla_plan(id, None)?;
@@ -330,18 +341,33 @@ impl Sla {
         }
         let mut ids: BTreeSet<CaseId> = BTreeSet::new();
         let mut armed = 0usize;
+        let mut max_alert = 0;
         for (id, events) in open {
-            let current = plans
-                .remove(&id)
-                .and_then(|v| decode_plan(&v))
-                .filter(|(n, p)| {
-                    Some(*n) == events
-                        && p.targets.iter().all(|t| t.alert.is_none())
-                        && !indexed.contains_key(&id)
-                });
+            // Current, and its open alerts are exactly the ones the due
+            // index lists for the case (a crash between an alert's write
+            // and its index entry leaves them apart: then it is replayed).
+            let current = plans.remove(&id).and_then(|v| decode_plan(&v)).filter(|p| {
+                Some(p.events) == events
+                    && p.alerts_opened.as_ref().is_some_and(|opened| {
+                        let ms = |v: &[Timestamp]| {
+                            let mut v: Vec<i64> = v.iter().map(|t| t.as_millisecond()).collect();
+                            v.sort_unstable();
+                            v
+                        };
+                        ms(opened) == ms(indexed.get(&id).map_or(&[][..], Vec::as_slice))
+                    })
+            });
             match current {
-                Some((n, p)) => {
-                    self.install(id, &p, n as usize);
+                Some(p) => {
+                    indexed.remove(&id);
+                    max_alert = p
+                        .plan
+                        .targets
+                        .iter()
+                        .filter_map(|t| t.alert)
+                        .map(|(a, _)| a.0)
+                        .fold(max_alert, u64::max);
+                    self.install(id, &p.plan, p.events as usize);
                     armed += 1;
                 }
                 None => {
@@ -356,7 +382,6 @@ impl Sla {
             "SLA: open cases armed from persisted plans; the rest replay their histories"
         );
         ids.extend(indexed.keys().copied());
-        let mut max_alert = 0;
         for id in &ids {
             let _g = self.stripe(*id);
             let tl = match self.refresh(*id) {
@@ -403,6 +428,7 @@ impl Sla {
         };
         let mut st = self.state();
         st.loaded = true;
+        st.replayed = ids.len();
         let n = st.cases.len();
         drop(st);
         self.shared.wake.notify_one();
@@ -1151,7 +1177,7 @@ pub fn met_table(tally: &crate::store::Tally) -> MetTable {
 /// A persisted plan: the number of events it was made from, the next
 /// instant and the targets, in a fixed binary layout (~40 bytes a target;
 /// read for every open case at start, so no JSON).
-fn encode_plan(events: u32, p: &Plan) -> Vec<u8> {
+fn encode_plan(events: u32, p: &Plan, tl: &Timeline) -> Vec<u8> {
     fn ts(out: &mut Vec<u8>, t: Option<Timestamp>) {
         match t {
             Some(t) => {
@@ -1182,20 +1208,39 @@ fn encode_plan(events: u32, p: &Plan) -> Vec<u8> {
             None => out.push(0),
         }
         ts(&mut out, t.risk_at);
+        // An open alert also keeps when it opened (tags 3 and 4; 1 and 2
+        // were written before): at start that is checked against the due
+        // index, so a case with an open alert needs no replay either.
         match t.alert {
-            Some((a, acked)) => {
-                out.push(1 + u8::from(acked));
-                out.extend_from_slice(&a.0.to_be_bytes());
-            }
+            Some((a, acked)) => match tl.alert(a) {
+                Some((_, log)) => {
+                    out.push(3 + u8::from(acked));
+                    out.extend_from_slice(&a.0.to_be_bytes());
+                    ts(&mut out, Some(log.opened));
+                }
+                None => {
+                    out.push(1 + u8::from(acked));
+                    out.extend_from_slice(&a.0.to_be_bytes());
+                }
+            },
             None => out.push(0),
         }
     }
     out
 }
 
+/// A persisted plan: the number of events it was made from, the plan, and
+/// when each of its open alerts opened (`None` when a plan written by an
+/// older version does not say).
+struct Persisted {
+    events: u32,
+    plan: Plan,
+    alerts_opened: Option<Vec<Timestamp>>,
+}
+
 /// Reads [`encode_plan`]'s layout; `None` when it does not parse (the
 /// case is then re-planned from its history).
-fn decode_plan(v: &[u8]) -> Option<(u32, Plan)> {
+fn decode_plan(v: &[u8]) -> Option<Persisted> {
     struct R<'a>(&'a [u8]);
     impl R<'_> {
         fn take<const N: usize>(&mut self) -> Option<[u8; N]> {
@@ -1223,6 +1268,7 @@ fn decode_plan(v: &[u8]) -> Option<(u32, Plan)> {
     let next = r.ts()?;
     let n = r.u8()?;
     let mut targets = Vec::with_capacity(n as usize);
+    let mut opened = Some(Vec::new());
     for _ in 0..n {
         let target = match r.u8()? {
             0 => Target::FirstResponse,
@@ -1243,7 +1289,18 @@ fn decode_plan(v: &[u8]) -> Option<(u32, Plan)> {
         let risk_at = r.ts()?;
         let alert = match r.u8()? {
             0 => None,
-            k @ (1 | 2) => Some((AlertId(u64::from_be_bytes(r.take()?)), k == 2)),
+            k @ (1 | 2) => {
+                opened = None;
+                Some((AlertId(u64::from_be_bytes(r.take()?)), k == 2))
+            }
+            k @ (3 | 4) => {
+                let id = AlertId(u64::from_be_bytes(r.take()?));
+                let at = r.ts()??;
+                if let Some(o) = &mut opened {
+                    o.push(at);
+                }
+                Some((id, k == 4))
+            }
             _ => return None,
         };
         targets.push(TargetSla {
@@ -1257,14 +1314,15 @@ fn decode_plan(v: &[u8]) -> Option<(u32, Plan)> {
     if !r.0.is_empty() {
         return None;
     }
-    Some((
+    Some(Persisted {
         events,
-        Plan {
+        plan: Plan {
             actions: Vec::new(),
             next,
             targets,
         },
-    ))
+        alerts_opened: opened,
+    })
 }
 
 fn alert_actions(alert: AlertId) -> Vec<message::Action> {

@@ -434,9 +434,11 @@ async fn the_same_across_restarts_between_warning_and_breach() {
     assert_eq!(alerts(&sent)[0].mentions, vec![CAROL.to_owned()]);
 
     // Restart after the breach: nothing is repeated; step 2 still comes
-    // 5 minutes after step 1.
+    // 5 minutes after step 1. The case with its open alert is armed from
+    // its persisted plan, not replayed.
     h.stop().await;
     let h = SlaHarness::start(dir.path(), fake.clone(), clock.clone()).await;
+    assert_eq!(h.bot.sla().replayed_at_start(), Some(0));
     assert_eq!(h.sent().len(), sent.len());
     h.at(at(15, 0)).await;
     assert_eq!(pages(&h.sent()).len(), 1);
