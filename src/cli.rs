@@ -661,7 +661,7 @@ pub fn show_case(c: &Case, events: &[Event], deliveries: &[Delivery]) -> String 
         for d in deliveries {
             let _ = writeln!(
                 s,
-                "  {}  {:<8} {} in {} ({})",
+                "  {}  {:<10} {} in {} ({})",
                 d.at, d.what, d.message_id, d.room, d.platform
             );
         }
