@@ -96,6 +96,21 @@ impl Writer {
     }
 }
 
+impl Writer {
+    /// Applies `batch` in order without a record, for a batch where every
+    /// prefix of its writes is a state the store can restart from (see
+    /// [`Store::delivered`](super::Store::delivered): the records of a
+    /// delivery first, the outbox entry's removal last, so a crash in
+    /// between sends the message again, as a crash before it would).
+    pub(super) fn apply_in_order(&self, batch: Batch) -> Result<(), StoreError> {
+        let _held = self.lock.lock().unwrap_or_else(|e| e.into_inner());
+        for w in &batch.writes {
+            apply_one(&self.db, w)?;
+        }
+        Ok(())
+    }
+}
+
 fn apply_one(db: &sled::Db, (key, value): &(IVec, Option<IVec>)) -> Result<(), StoreError> {
     match value {
         Some(v) => db.insert(key, v.clone())?,

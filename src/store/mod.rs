@@ -822,10 +822,11 @@ impl Store {
         format!("caseroom-{}-{seq}", self.shared.instance)
     }
 
-    /// Records a delivered message: removes it from the outbox, remembers its
-    /// platform id under `record_as`, maps a case's root message to the case,
-    /// and notes the delivery with the case ([`Store::deliveries`]), in one
-    /// write. The case itself is not rewritten: a delivery changes nothing
+    /// Records a delivered message: remembers its platform id under
+    /// `record_as`, maps a case's root message to the case, notes the
+    /// delivery with the case ([`Store::deliveries`]) and removes it from
+    /// the outbox, in that order (a crash part-way sends it again, as a
+    /// crash before the delivery was recorded would). The case itself is not rewritten: a delivery changes nothing
     /// about it (older versions appended a `posted` event, rewriting the
     /// case and its index entry twice per ticket). The record is durable
     /// once the returned [`Durable`] resolves.
@@ -838,7 +839,6 @@ impl Store {
         at: Timestamp,
     ) -> Result<Durable, StoreError> {
         let mut batch = Batch::default();
-        batch.remove(outbox_key(b'o', seq));
         if let Some(key) = &msg.record_as {
             batch.insert(state_key(&format!("posted:{key}")), message_id.as_bytes());
         }
@@ -864,7 +864,10 @@ impl Store {
             };
             batch.insert(delivery_key(id, seq), to_json(&record)?);
         }
-        self.shared.writer.apply(batch)?;
+        // Last: until the removal is on disk the message counts as not
+        // sent, and any prefix of these writes is safe to restart from.
+        batch.remove(outbox_key(b'o', seq));
+        self.shared.writer.apply_in_order(batch)?;
         Ok(self.shared.commit.written())
     }
 
