@@ -22,6 +22,8 @@ pub mod console;
 #[cfg(feature = "discord")]
 pub mod discord;
 pub mod fake;
+#[cfg(any(feature = "matrix", feature = "slack"))]
+mod journal;
 #[cfg(feature = "matrix")]
 pub mod matrix;
 #[cfg(feature = "slack")]

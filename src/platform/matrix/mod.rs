@@ -92,6 +92,7 @@ use tracing::{debug, error, info, warn};
 
 use crate::config::{E2eeConfig, MatrixConfig, Rooms};
 use crate::message::{Incoming, IncomingKind, Outgoing};
+use crate::platform::journal::{Journal, read_json};
 use crate::platform::{BoxFuture, Platform, SendError};
 use crate::store::Store;
 
@@ -180,6 +181,8 @@ pub struct MatrixPlatform {
     /// every sync and persisted under [`UTD_KEY`]. A `std::sync::Mutex`:
     /// held only to take or put the list, never across an `.await`.
     undecrypted: Mutex<Vec<Undecrypted>>,
+    /// Events handed to the bot and not yet handled.
+    journal: Journal,
     /// Events were kept since the sync token was last saved: the token
     /// waits for them to be on disk.
     kept_unflushed: std::sync::atomic::AtomicBool,
@@ -280,6 +283,7 @@ impl MatrixPlatform {
             .context("uploading the Matrix sync filter")?;
         let platform = MatrixPlatform {
             client,
+            journal: Journal::new(Some(store.clone()), INBOX_PREFIX, "Matrix event"),
             store,
             user_id,
             rooms: ids,
@@ -510,18 +514,13 @@ impl MatrixPlatform {
         incoming: Incoming,
         tx: &mpsc::Sender<Incoming>,
     ) -> Result<(), mpsc::error::SendError<Incoming>> {
-        let seq = jiff::Timestamp::now().as_microsecond();
-        let kept = serde_json::to_vec(&(seq, &incoming))
-            .map_err(|e| e.to_string())
-            .and_then(|bytes| {
-                self.store
-                    .inbox_put(&inbox_key(&incoming.event_id), &bytes)
-                    .map_err(|e| e.to_string())
-            });
-        match kept {
-            Ok(_) => self
-                .kept_unflushed
-                .store(true, std::sync::atomic::Ordering::Release),
+        match self.journal.keep(&incoming) {
+            Ok(kept) => {
+                self.journal
+                    .translated(kept.map(|(key, _)| key), &incoming.event_id);
+                self.kept_unflushed
+                    .store(true, std::sync::atomic::Ordering::Release);
+            }
             Err(e) => {
                 error!(event = %incoming.event_id, "cannot keep a Matrix event until it is handled: {e}")
             }
@@ -530,33 +529,18 @@ impl MatrixPlatform {
     }
 
     /// Events handed to the bot before a restart and not handled, oldest
-    /// first (unreadable ones are dropped with an error).
+    /// first. Earlier versions kept an event under its id with the time it
+    /// arrived (`[micros, event]`): those are older than any kept since and
+    /// come first, in arrival order.
     fn kept(&self) -> Vec<Incoming> {
-        let entries = match self.store.inbox(INBOX_PREFIX) {
-            Ok(e) => e,
-            Err(e) => {
-                error!("reading kept Matrix events: {e}");
-                return Vec::new();
-            }
-        };
-        let mut out: Vec<(i64, Incoming)> = Vec::new();
-        for (key, bytes) in entries {
-            match serde_json::from_slice(&bytes) {
-                Ok(v) => out.push(v),
-                Err(e) => {
-                    error!(key, "dropping an unreadable kept Matrix event: {e}");
-                    let _ = self.store.inbox_remove(&key);
-                }
-            }
-        }
-        out.sort_by_key(|(seq, _)| *seq);
-        if !out.is_empty() {
-            info!(
-                events = out.len(),
-                "handing over Matrix events kept from before the restart"
-            );
-        }
-        out.into_iter().map(|(_, i)| i).collect()
+        let mut kept = self.journal.kept(read_kept);
+        kept.sort_by_key(|(_, (arrived, _))| *arrived);
+        kept.into_iter()
+            .map(|(key, (_, incoming))| {
+                self.journal.translated(Some(key), &incoming.event_id);
+                incoming
+            })
+            .collect()
     }
 
     /// The decrypted form of an encrypted event, or `raw` itself (when it
@@ -1008,14 +992,17 @@ impl Platform for MatrixPlatform {
     }
 
     fn handled(&self, event_id: &str) {
-        if let Err(e) = self.store.inbox_remove(&inbox_key(event_id)) {
-            warn!(event = %event_id, "forgetting a handled Matrix event: {e}");
-        }
+        self.journal.handled(event_id);
     }
 }
 
-fn inbox_key(event_id: &str) -> String {
-    format!("{INBOX_PREFIX}{event_id}")
+/// A kept event and when it arrived: `i64::MAX` for one kept as it is
+/// (ordered by its key), the stored time for the `[micros, event]` form of
+/// earlier versions.
+fn read_kept(bytes: &[u8]) -> Option<(i64, Incoming)> {
+    read_json::<Incoming>(bytes)
+        .map(|i| (i64::MAX, i))
+        .or_else(|| read_json::<(i64, Incoming)>(bytes))
 }
 
 /// Where the crypto store goes and the secrets guarding it; `None` when
@@ -1455,6 +1442,28 @@ mod tests {
     use matrix_sdk::ruma::events::relation::{InReplyTo, Reply};
 
     use super::*;
+
+    #[test]
+    fn kept_events_of_both_forms_are_read_older_form_first() {
+        let event = |id: &str| Incoming {
+            room: "!r:test".into(),
+            sender: "@a:test".into(),
+            groups: Vec::new(),
+            event_id: id.into(),
+            kind: IncomingKind::Message {
+                text: "hi".into(),
+                thread_root: None,
+            },
+            reply_handle: None,
+        };
+        let now = serde_json::to_vec(&event("$new")).unwrap();
+        let old = serde_json::to_vec(&(17i64, event("$old"))).unwrap();
+        let mut read: Vec<_> = [now, old].iter().map(|b| read_kept(b).unwrap()).collect();
+        read.sort_by_key(|(arrived, _)| *arrived);
+        let ids: Vec<_> = read.iter().map(|(_, i)| i.event_id.as_str()).collect();
+        assert_eq!(ids, ["$old", "$new"]);
+        assert!(read_kept(b"[1,2]").is_none());
+    }
 
     fn user(s: &str) -> OwnedUserId {
         UserId::parse(s).unwrap()

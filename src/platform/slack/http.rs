@@ -336,7 +336,7 @@ mod tests {
         let (tx, mut rx) = tokio::sync::mpsc::channel(8);
         let intake = Intake {
             tx,
-            inbox: std::sync::Arc::new(super::super::inbox::Inbox::new(None)),
+            inbox: std::sync::Arc::new(super::super::inbox::inbox(None)),
         };
         let r = router(EventsState::new(Secret::new("S", SECRET), 2048, intake));
         let ok =

@@ -249,7 +249,7 @@ impl SlackPlatform {
             watchdog: Mutex::new((socket::PING_EVERY, socket::SILENCE_LIMIT)),
             uncertain: Mutex::new(HashSet::new()),
             seen_channels: Mutex::new(HashSet::new()),
-            inbox: Arc::new(inbox::Inbox::new(Some(store.clone()))),
+            inbox: Arc::new(inbox::inbox(Some(store.clone()))),
         }))
     }
 
@@ -563,7 +563,7 @@ impl SlackPlatform {
         tx: mpsc::Sender<Incoming>,
         shutdown: CancellationToken,
     ) {
-        let mut earlier = self.inbox.kept().into_iter();
+        let mut earlier = inbox::kept(&self.inbox).into_iter();
         if earlier.len() > 0 {
             info!(
                 count = earlier.len(),
