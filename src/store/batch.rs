@@ -75,14 +75,9 @@ impl Writer {
 
     /// Applies `batch` atomically (durable at the next flush).
     pub(super) fn apply(&self, batch: Batch) -> Result<(), StoreError> {
-        match batch.writes.len() {
-            0 => return Ok(()),
-            // One write is atomic by itself.
-            1 => {
-                let _held = self.lock.lock().unwrap_or_else(|e| e.into_inner());
-                return apply_one(&self.db, &batch.writes[0]);
-            }
-            _ => {}
+        // One write is atomic by itself.
+        if batch.writes.len() <= 1 {
+            return self.apply_in_order(batch);
         }
         let record = encode(&batch.writes);
         let _held = self.lock.lock().unwrap_or_else(|e| e.into_inner());
