@@ -182,7 +182,8 @@ pub(super) fn recover(db: &sled::Db) -> Result<usize, StoreError> {
         let (key, record) = kv?;
         let writes = decode(&record).ok_or_else(|| {
             StoreError::Corrupt(format!(
-                "damaged write record {} (a batch cut short by a crash)",
+                "batch record {} does not parse, so a write interrupted by a \
+                 crash cannot be completed; restore the data dir from a backup",
                 hex::encode(&key)
             ))
         })?;
@@ -247,5 +248,26 @@ mod tests {
         w.apply(b).unwrap();
         assert_eq!(db.get(b"c1").unwrap(), None);
         assert_eq!(db.scan_prefix([PREFIX]).count(), 0);
+    }
+
+    #[test]
+    fn a_damaged_record_refuses_the_store_with_a_clear_error() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let db = sled::open(dir.path()).unwrap();
+            db.insert(record_key(0), &b"\0\0\0\x02garbage"[..]).unwrap();
+            db.flush().unwrap();
+        }
+        let err = super::super::Store::open(dir.path())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("batch record 770000000000000000 does not parse")
+                && err.contains("restore the data dir from a backup"),
+            "{err}"
+        );
+        // Nothing was changed: the record is still there for inspection.
+        let db = sled::open(dir.path()).unwrap();
+        assert_eq!(db.scan_prefix([PREFIX]).count(), 1);
     }
 }
