@@ -20,7 +20,7 @@ use super::tally::{
     open_case_from,
 };
 use super::{Shared, Store, StoreError, decode_u64, from_json, status_key, to_json};
-use crate::case::{Case, CaseId, Event, EventKind, Status};
+use crate::case::{Case, CaseId, Event, Status};
 
 pub(super) const META_TALLY: &[u8] = b"mtally";
 /// The next case whose SLA runs are still to be judged for the totals
@@ -89,8 +89,9 @@ impl Store {
     /// Adds a case's new projection to `batch`, moves its index entries
     /// from `before`, and notes the change to the totals in `ledger`.
     /// `new_events` are the events this write adds (all of them for a new
-    /// case): when one of them can change how the case's SLA runs are
-    /// judged, the settler judges the whole history again.
+    /// case); the settler judges the whole history with them. (Deliveries,
+    /// which change no SLA run, are not case writes: see
+    /// [`Store::delivered`](super::Store::delivered).)
     pub(super) fn write_case(
         &self,
         ledger: &mut Ledger<'_>,
@@ -105,11 +106,7 @@ impl Store {
             Some(_) => self.sla_outcomes(id)?,
             None => Vec::new(),
         };
-        // Deliveries (`posted`) change no SLA run: most writes stop here.
-        let judged = new_events
-            .iter()
-            .any(|e| !matches!(e.kind, EventKind::Posted { .. }));
-        let after_sla = match self.settler().filter(|_| judged) {
+        let after_sla = match self.settler() {
             Some(settle) => {
                 let mut all = match before {
                     Some(_) => self.events(id)?,
