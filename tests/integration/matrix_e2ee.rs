@@ -157,6 +157,13 @@ impl Person {
         let room_id = create_room(&self.client, invite, None).await;
         let room = self.client.get_room(&room_id).unwrap();
         room.enable_encryption().await.expect("enable encryption");
+        // The room's state reaches this client by its background sync;
+        // until its power levels have, they cannot be changed from here.
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while room.power_levels().await.is_err() {
+            assert!(Instant::now() < deadline, "the room's state never synced");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
         room_id
     }
 
