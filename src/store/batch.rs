@@ -235,7 +235,7 @@ mod tests {
             apply_one(&db, &writes[0]).unwrap();
             db.flush().unwrap();
         }
-        let db = sled::open(dir.path()).unwrap();
+        let db = super::super::open_sled(&sled::Config::new().path(dir.path())).unwrap();
         let w = Writer::open(&db).unwrap();
         assert_eq!(db.get(b"c1").unwrap().unwrap(), &b"new"[..]);
         assert_eq!(db.get(b"o1").unwrap(), None);
@@ -267,7 +267,7 @@ mod tests {
             "{err}"
         );
         // Nothing was changed: the record is still there for inspection.
-        let db = sled::open(dir.path()).unwrap();
+        let db = super::super::open_sled(&sled::Config::new().path(dir.path())).unwrap();
         assert_eq!(db.scan_prefix([PREFIX]).count(), 1);
     }
 }

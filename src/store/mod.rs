@@ -8,7 +8,8 @@
 //! |--------|----------------------------------|-------------------------|
 //! | `c`    | case number (u64 BE)             | case projection (JSON), |
 //! |        |                                  | without the body (v2)   |
-//! | `e`    | case number, event seq (u32 BE)  | event (JSON)            |
+//! | `e`    | case number, first event seq     | events (JSON array), see|
+//! |        | (u32 BE)                         | [`history`]             |
 //! | `x`    | external ticket id               | case number             |
 //! | `s`    | status code, case number         | number of events (u32   |
 //! |        |                                  | BE; empty before v2),   |
@@ -48,6 +49,7 @@
 mod batch;
 mod books;
 mod group_commit;
+mod history;
 pub mod tally;
 
 use std::path::Path;
@@ -73,7 +75,7 @@ pub const DEFAULT_CACHE_MB: u64 = 64;
 
 /// The schema this build writes. Bump it and add a step to [`migrate`] when
 /// the on-disk layout changes.
-pub const SCHEMA_VERSION: u32 = 3;
+pub const SCHEMA_VERSION: u32 = 4;
 
 const META_SCHEMA: &[u8] = b"mschema";
 const META_NEXT_CASE: &[u8] = b"mnext_case";
@@ -99,6 +101,10 @@ pub enum StoreError {
     TooNew { found: u32 },
     #[error("cannot open the data dir {path}: {source}")]
     Open { path: String, source: sled::Error },
+    #[error(
+        "the data dir {path} is in use by another caseroom process; stop it first, or give this one its own --data-dir"
+    )]
+    Locked { path: String },
 }
 
 /// The result of [`Store::open_case`].
@@ -249,15 +255,19 @@ impl Store {
             source: sled::Error::Io(source),
         };
         create_private_dir(dir).map_err(open_err)?;
-        let db = sled::Config::new()
+        let config = sled::Config::new()
             .path(dir)
             .cache_capacity(cache_bytes)
-            .flush_every_ms(Some(1000))
-            .open()
-            .map_err(|source| StoreError::Open {
+            .flush_every_ms(Some(1000));
+        let db = open_sled(&config).map_err(|source| match source {
+            sled::Error::Io(e) if is_lock_error(&e) => StoreError::Locked {
+                path: dir.display().to_string(),
+            },
+            source => StoreError::Open {
                 path: dir.display().to_string(),
                 source,
-            })?;
+            },
+        })?;
         make_private(dir).map_err(open_err)?;
         let writer = Writer::open(&db)?;
         migrate(&db)?;
@@ -377,7 +387,14 @@ impl Store {
             &case,
             std::slice::from_ref(&event),
         )?;
-        batch.insert(event_key(id, event.seq), to_json(&event)?);
+        let last = history::last_chunk(self.db(), id)?;
+        history::append(
+            &mut batch,
+            id,
+            before.events,
+            last,
+            std::slice::from_ref(&event),
+        )?;
         self.queue_outbound(&mut batch, &case, &event)?;
         self.shared.writer.apply(batch)?;
         self.settle(ledger);
@@ -447,7 +464,6 @@ impl Store {
         let first = case.clone();
         let (kinds, outbox) = then(&case);
         let mut batch = Batch::default();
-        batch.insert(event_key(id, 0), to_json(&opened)?);
         let mut written = vec![opened];
         for kind in kinds {
             let ev = Event {
@@ -458,10 +474,10 @@ impl Store {
                 reason: None,
             };
             case.apply(&ev)?;
-            batch.insert(event_key(id, ev.seq), to_json(&ev)?);
             self.queue_outbound(&mut batch, &case, &ev)?;
             written.push(ev);
         }
+        history::append(&mut batch, id, 0, None, &written)?;
         batch.insert(ext_key(&first.external_id), &id.0.to_be_bytes());
         let mut ledger = self.ledger();
         self.write_case(&mut ledger, &mut batch, None, &case, &written)?;
@@ -566,11 +582,12 @@ impl Store {
                     reason,
                 };
                 case.apply(&ev)?;
-                batch.insert(event_key(id, ev.seq), to_json(&ev)?);
                 self.queue_outbound(&mut batch, &case, &ev)?;
                 written.push(ev);
             }
             if case.events != before.events {
+                let last = history::last_chunk(self.db(), id)?;
+                history::append(&mut batch, id, before.events, last, &written)?;
                 self.write_case(&mut ledger, &mut batch, Some(&before), &case, &written)?;
             }
             after = Some(case);
@@ -947,9 +964,8 @@ impl Store {
         if !case.body.is_empty() {
             return Ok(case);
         }
-        if let Some(v) = self.db().get(event_key(case.id, 0))? {
-            let ev: Event = from_json(&v)?;
-            if let EventKind::Opened(new) = ev.kind {
+        if let Some(v) = self.db().get(history::first_key(case.id))? {
+            if let EventKind::Opened(new) = history::decode_first(&v)?.kind {
                 case.body = new.body;
             }
         }
@@ -958,12 +974,11 @@ impl Store {
 
     /// The case's full history, oldest first.
     pub fn events(&self, id: CaseId) -> Result<Vec<Event>, StoreError> {
-        let mut prefix = vec![b'e'];
-        prefix.extend_from_slice(&id.0.to_be_bytes());
-        self.db()
-            .scan_prefix(prefix)
-            .map(|kv| from_json(&kv?.1))
-            .collect()
+        let mut events = Vec::new();
+        for kv in self.db().scan_prefix(history::prefix(id)) {
+            events.extend(history::decode(&kv?.1)?);
+        }
+        Ok(events)
     }
 
     /// The case opened for an external ticket id, if any.
@@ -1229,9 +1244,7 @@ impl Store {
             }
             batch.insert(ext_key(&case.external_id), &id.0.to_be_bytes());
             self.write_case(&mut ledger, &mut batch, None, &case, &events)?;
-            for ev in &events {
-                batch.insert(event_key(id, ev.seq), to_json(ev)?);
-            }
+            history::append(&mut batch, id, 0, None, &events)?;
             next = next.max(id.0 + 1);
         }
         self.raise(META_NEXT_CASE, next)?;
@@ -1267,9 +1280,7 @@ impl Store {
             }
             batch.insert(ext_key(&case.external_id), &id.0.to_be_bytes());
             self.write_case(&mut ledger, &mut batch, None, &case, events)?;
-            for ev in events {
-                batch.insert(event_key(id, ev.seq), to_json(ev)?);
-            }
+            history::append(&mut batch, id, 0, None, events)?;
             next = next.max(id.0 + 1);
         }
         for item in &chunk.history {
@@ -1442,6 +1453,31 @@ fn make_private(_dir: &Path) -> std::io::Result<()> {
 }
 
 /// Brings an older store up to [`SCHEMA_VERSION`], one version per step.
+/// How long opening waits for the data dir's lock.
+const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Opens sled, waiting up to [`LOCK_WAIT`] for the directory lock: sled's
+/// I/O threads hold it for a moment after the last handle of a store is
+/// dropped (a restart within one process), and a process that is stopping
+/// releases it when it exits.
+fn open_sled(config: &sled::Config) -> sled::Result<sled::Db> {
+    let deadline = std::time::Instant::now() + LOCK_WAIT;
+    loop {
+        match config.open() {
+            Err(sled::Error::Io(e))
+                if is_lock_error(&e) && std::time::Instant::now() < deadline =>
+            {
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            other => return other,
+        }
+    }
+}
+
+fn is_lock_error(e: &std::io::Error) -> bool {
+    e.to_string().contains("could not acquire lock")
+}
+
 fn migrate(db: &sled::Db) -> Result<(), StoreError> {
     let found = match db.get(META_SCHEMA)? {
         Some(v) => decode_u64(&v)? as u32,
@@ -1466,6 +1502,10 @@ fn migrate(db: &sled::Db) -> Result<(), StoreError> {
             // queue's fields at their next write. A schema 2 build would
             // write without keeping the totals, so it must not open this.
             2 => {}
+            // 3 -> 4: a case's events are stored in chunks ([`history`]).
+            // Old cases keep their one-event keys, which are read as they
+            // are; a schema 3 build would not read the chunks.
+            3 => {}
             _ => unreachable!("no step from schema {from}"),
         }
     }
@@ -1479,13 +1519,6 @@ fn migrate(db: &sled::Db) -> Result<(), StoreError> {
 fn case_key(id: CaseId) -> Vec<u8> {
     let mut k = vec![b'c'];
     k.extend_from_slice(&id.0.to_be_bytes());
-    k
-}
-
-fn event_key(id: CaseId, seq: u32) -> Vec<u8> {
-    let mut k = vec![b'e'];
-    k.extend_from_slice(&id.0.to_be_bytes());
-    k.extend_from_slice(&seq.to_be_bytes());
     k
 }
 
