@@ -964,10 +964,10 @@ impl Store {
         if !case.body.is_empty() {
             return Ok(case);
         }
-        if let Some(v) = self.db().get(history::first_key(case.id))? {
-            if let EventKind::Opened(new) = history::decode_first(&v)?.kind {
-                case.body = new.body;
-            }
+        if let Some(v) = self.db().get(history::first_key(case.id))?
+            && let EventKind::Opened(new) = history::decode_first(&v)?.kind
+        {
+            case.body = new.body;
         }
         Ok(case)
     }
