@@ -123,19 +123,12 @@ mod tests {
     use jiff::Timestamp;
 
     use super::*;
-    use crate::case::{Channel, Customer, EventKind, NewCase, Priority};
+    use crate::case::{EventKind, NewCase};
+    use crate::store::tests::case_with_body;
     use crate::store::{META_SCHEMA, Store};
 
     fn new_case(ext: &str) -> NewCase {
-        NewCase {
-            external_id: ext.into(),
-            subject: "subject".into(),
-            body: "card 4111 1111 1111 1111 declined".into(),
-            customer: Customer::default(),
-            channel: Channel::Email,
-            priority: Priority::P2,
-            tags: Vec::new(),
-        }
+        case_with_body(ext, "card 4111 1111 1111 1111 declined")
     }
 
     fn keys(store: &Store, id: CaseId) -> Vec<u32> {

@@ -1620,10 +1620,15 @@ mod tests {
     use crate::case::{Channel, Customer, Priority};
 
     fn new_case(ext: &str) -> NewCase {
+        case_with_body(ext, "转账一直显示处理中")
+    }
+
+    /// A new case from the webhook with `body`, for the store's tests.
+    pub(in crate::store) fn case_with_body(ext: &str, body: &str) -> NewCase {
         NewCase {
             external_id: ext.into(),
             subject: "subject".into(),
-            body: "转账一直显示处理中".into(),
+            body: body.into(),
             customer: Customer::default(),
             channel: Channel::Email,
             priority: Priority::P2,
