@@ -100,8 +100,24 @@ pub(super) fn append(
     Ok(())
 }
 
-/// The last stored key and value of `id`'s history.
-pub(super) fn last_chunk(db: &sled::Db, id: CaseId) -> Result<Option<(IVec, IVec)>, StoreError> {
+/// The last stored key and value of `id`'s history, which has `events`
+/// events.
+pub(super) fn last_chunk(
+    db: &sled::Db,
+    id: CaseId,
+    events: u32,
+) -> Result<Option<(IVec, IVec)>, StoreError> {
+    // Most cases have one chunk: while the first is open (fewer events
+    // than a chunk holds and under its size) no other can exist, and a
+    // point read is much cheaper than sled's reverse scan.
+    let first = first_key(id);
+    if events < CHUNK_EVENTS
+        && let Some(v) = db.get(&first)?
+        && v.first() == Some(&b'[')
+        && v.len() < CHUNK_BYTES
+    {
+        return Ok(Some((IVec::from(first), v)));
+    }
     Ok(db.scan_prefix(prefix(id)).next_back().transpose()?)
 }
 
@@ -182,6 +198,26 @@ mod tests {
         let case = store.case(id).unwrap().unwrap();
         assert_eq!(case.events, 72);
         assert!(case.body.contains("[card ****1111]"), "{}", case.body);
+    }
+
+    /// A first chunk closed by its size sends later events to the next
+    /// one, also while the case has fewer events than a chunk holds.
+    #[test]
+    fn a_large_first_chunk_is_not_extended() {
+        let dir = tempfile::tempdir().unwrap();
+        let at = Timestamp::now();
+        let store = Store::open(dir.path()).unwrap();
+        let id = store.open_case(new_case("ZD-1"), "t", at).unwrap().case.id;
+        let long = EventKind::Note {
+            text: "x".repeat(CHUNK_BYTES),
+        };
+        store.append(id, "t", long, None, at).unwrap();
+        for i in 3..6 {
+            store.append(id, "t", note(i), None, at).unwrap();
+        }
+        assert_eq!(keys(&store, id), [0, 2]);
+        let seqs: Vec<u32> = store.events(id).unwrap().iter().map(|e| e.seq).collect();
+        assert_eq!(seqs, [0, 1, 2, 3, 4]);
     }
 
     /// A schema 3 store keeps one event per key: it opens as schema 4, its

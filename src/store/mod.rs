@@ -387,7 +387,7 @@ impl Store {
             &case,
             std::slice::from_ref(&event),
         )?;
-        let last = history::last_chunk(self.db(), id)?;
+        let last = history::last_chunk(self.db(), id, before.events)?;
         history::append(
             &mut batch,
             id,
@@ -586,7 +586,7 @@ impl Store {
                 written.push(ev);
             }
             if case.events != before.events {
-                let last = history::last_chunk(self.db(), id)?;
+                let last = history::last_chunk(self.db(), id, before.events)?;
                 history::append(&mut batch, id, before.events, last, &written)?;
                 self.write_case(&mut ledger, &mut batch, Some(&before), &case, &written)?;
             }
