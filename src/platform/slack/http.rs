@@ -396,5 +396,13 @@ mod tests {
             StatusCode::BAD_REQUEST
         );
         assert!(rx.try_recv().is_err());
+        // The bot is stopping: 503, so Slack sends the event again.
+        drop(rx);
+        let again =
+            br#"{"type":"event_callback","event_id":"Ev2","event":{"type":"message"}}"#.to_vec();
+        assert_eq!(
+            post(r.clone(), "/slack/events", again, SECRET).await,
+            StatusCode::SERVICE_UNAVAILABLE
+        );
     }
 }

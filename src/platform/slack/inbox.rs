@@ -102,3 +102,40 @@ impl Intake {
         Err(refused)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use serde_json::json;
+
+    use super::*;
+
+    fn payload(n: u32) -> Inbound {
+        Inbound::Push(json!({"type": "event_callback", "event_id": format!("Ev{n}")}))
+    }
+
+    /// A payload Slack must send again (the queue stayed full, the bot is
+    /// stopping) is refused and not left in the store, where it would be
+    /// handled a second time at the next start; an accepted one stays
+    /// kept until handled.
+    #[tokio::test]
+    async fn refused_payloads_are_not_kept_accepted_ones_are() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let inbox = Arc::new(inbox(Some(store)));
+        let (tx, rx) = mpsc::channel(1);
+        let intake = Intake {
+            tx,
+            inbox: inbox.clone(),
+        };
+        let wait = Duration::from_millis(50);
+        intake.accept(payload(1), wait).await.unwrap();
+        assert_eq!(intake.accept(payload(2), wait).await, Err(Refused::Busy));
+        drop(rx);
+        assert_eq!(intake.accept(payload(3), wait).await, Err(Refused::Closed));
+        let kept: Vec<_> = kept(&inbox).into_iter().map(|k| k.item).collect();
+        assert_eq!(kept.len(), 1);
+        assert!(matches!(&kept[0], Inbound::Push(v) if v["event_id"] == "Ev1"));
+    }
+}
