@@ -143,6 +143,11 @@ pub async fn run_with(
         platform.name(),
     );
     let receiver = platform.clone();
+    tracker.spawn(tell_playbook_changes(
+        engine.clone(),
+        platform.clone(),
+        shutdown.clone(),
+    ));
     outbox.spawn(store.clone(), platform, shutdown.clone(), &tracker);
     bot.spawn_outbound(shutdown.clone(), &tracker)
         .context("starting the helpdesk event delivery")?;
@@ -248,6 +253,26 @@ async fn start_http(
 }
 
 /// Rebuilds the classifier (debounced) when resolved cases added examples.
+/// Tells `platform` the playbook ids whenever a reload swaps the engine.
+async fn tell_playbook_changes(
+    engine: SharedEngine,
+    platform: Arc<dyn Platform>,
+    shutdown: CancellationToken,
+) {
+    let mut last = playbook::current(&engine);
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            () = tokio::time::sleep(playbook::POLL_INTERVAL) => {}
+        }
+        let now = playbook::current(&engine);
+        if !Arc::ptr_eq(&now, &last) {
+            platform.playbooks_changed(now.playbooks().ids().map(str::to_owned).collect());
+            last = now;
+        }
+    }
+}
+
 async fn relearn(bot: Bot, engine: SharedEngine, shutdown: CancellationToken) {
     let learned = bot.learned();
     loop {
@@ -422,4 +447,82 @@ pub fn learn_command(config: &Path, data_dir: Option<&Path>, file: &Path) -> Res
         items.len() - added
     );
     Ok(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+
+    use super::*;
+    use crate::message::Outgoing;
+    use crate::platform::{BoxFuture, SendError};
+
+    /// Records the playbook ids it is told about.
+    #[derive(Default)]
+    struct Recorder(Mutex<Vec<Vec<String>>>);
+
+    impl Platform for Recorder {
+        fn name(&self) -> &'static str {
+            "recorder"
+        }
+
+        fn send<'a>(
+            &'a self,
+            _: &'a Outgoing,
+            _: Option<&'a str>,
+            _: &'a str,
+        ) -> BoxFuture<'a, Result<String, SendError>> {
+            Box::pin(async { Ok("m".to_owned()) })
+        }
+
+        fn playbooks_changed(&self, ids: Vec<String>) {
+            self.0.lock().unwrap().push(ids);
+        }
+    }
+
+    fn engine(dir: &Path) -> Engine {
+        Engine::build(
+            Arc::new(load_playbooks(dir).unwrap()),
+            &[],
+            &SuggestOptions::default(),
+        )
+    }
+
+    /// A reload that swaps the engine reaches the platform with the new
+    /// playbook ids (Discord's `/use` autocomplete); no swap, no call.
+    #[tokio::test]
+    async fn a_playbook_reload_is_told_to_the_platform() {
+        let shipped = Path::new(env!("CARGO_MANIFEST_DIR")).join("playbooks");
+        let shared = playbook::share(engine(&shipped));
+        let recorder = Arc::new(Recorder::default());
+        let shutdown = CancellationToken::new();
+        let task = tokio::spawn(tell_playbook_changes(
+            shared.clone(),
+            recorder.clone(),
+            shutdown.clone(),
+        ));
+        tokio::time::sleep(playbook::POLL_INTERVAL * 2).await;
+        assert!(recorder.0.lock().unwrap().is_empty());
+
+        let dir = tempfile::tempdir().unwrap();
+        for f in std::fs::read_dir(&shipped).unwrap() {
+            let f = f.unwrap().path();
+            std::fs::copy(&f, dir.path().join(f.file_name().unwrap())).unwrap();
+        }
+        let mut refund = std::fs::read_to_string(dir.path().join("refund.toml")).unwrap();
+        refund = refund.replacen("id = \"refund\"", "id = \"refund-express\"", 1);
+        std::fs::write(dir.path().join("refund-express.toml"), refund).unwrap();
+        *shared.write().unwrap() = Arc::new(engine(dir.path()));
+
+        let deadline = std::time::Instant::now() + playbook::POLL_INTERVAL * 5;
+        while recorder.0.lock().unwrap().is_empty() {
+            assert!(std::time::Instant::now() < deadline, "never told");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let told = recorder.0.lock().unwrap()[0].clone();
+        assert!(told.iter().any(|id| id == "refund-express"), "{told:?}");
+        assert!(told.iter().any(|id| id == "refund"), "{told:?}");
+        shutdown.cancel();
+        task.await.unwrap();
+    }
 }

@@ -118,6 +118,12 @@ pub trait Platform: Send + Sync + 'static {
         let _ = event_id;
     }
 
+    /// The playbooks were reloaded; `ids` are the ones now in use (for
+    /// adapters that offer them as choices). The default does nothing.
+    fn playbooks_changed(&self, ids: Vec<String>) {
+        let _ = ids;
+    }
+
     /// Receives events until `shutdown` (or until the network is gone for
     /// good, which is an error), sending each to the bot on `tx`. Events
     /// from before the bot's first start are not delivered. The default

@@ -375,6 +375,23 @@ async fn claim_button_queue_and_resolve_in_the_thread() {
         .collect();
     assert!(names.contains(&"refund"), "{names:?}");
     assert!(names.iter().all(|n| n.contains("ref")), "{names:?}");
+    // After a playbook reload the choices are the reloaded playbooks.
+    bot.platform.playbooks_changed(vec![
+        "refund".into(),
+        "refund-express".into(),
+        "complaint".into(),
+    ]);
+    let aid = fake.autocomplete(ANA, &card, "ref");
+    fake.wait_for("the new choices", |f| !f.callbacks(&aid).is_empty())
+        .await;
+    let choices = fake.callbacks(&aid)[0].body.clone();
+    let names: Vec<&str> = choices["data"]["choices"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|c| c["value"].as_str())
+        .collect();
+    assert_eq!(names, ["refund", "refund-express"], "{choices}");
     let (rid, rtok) = fake.slash(ANA, &card, "resolve", &[]);
     fake.wait_for("resolved", |_| bot.case(1).status == Status::Resolved)
         .await;

@@ -113,6 +113,8 @@ impl EventHandler for Handler {
                 let choices: Vec<AutocompleteChoice> = self
                     .platform
                     .playbooks
+                    .read()
+                    .unwrap_or_else(|e| e.into_inner())
                     .iter()
                     .filter(|p| p.to_lowercase().contains(&typed))
                     .take(CHOICES_MAX)

@@ -88,8 +88,9 @@ pub struct DiscordPlatform {
     escalate_key: String,
     /// The typed-command prefix slash commands are rewritten to.
     prefix: String,
-    /// Playbook ids for `/use` autocomplete (as loaded at start).
-    playbooks: Vec<String>,
+    /// Playbook ids for `/use` autocomplete, replaced when the playbooks
+    /// are reloaded ([`Platform::playbooks_changed`]).
+    playbooks: std::sync::RwLock<Vec<String>>,
     /// Known threads: thread id → parent channel id. A `std::sync::Mutex`:
     /// never held across an await.
     threads: Mutex<HashMap<String, String>>,
@@ -186,7 +187,7 @@ impl DiscordPlatform {
             rooms,
             escalate_key: config.escalate_reaction.clone(),
             prefix: config.command_prefix.clone(),
-            playbooks,
+            playbooks: std::sync::RwLock::new(playbooks),
             threads: Mutex::new(HashMap::new()),
             channels: Mutex::new(HashSet::new()),
             answered: Mutex::new(HashSet::new()),
@@ -611,6 +612,10 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 impl Platform for DiscordPlatform {
     fn name(&self) -> &'static str {
         "discord"
+    }
+
+    fn playbooks_changed(&self, ids: Vec<String>) {
+        *self.playbooks.write().unwrap_or_else(|e| e.into_inner()) = ids;
     }
 
     fn send<'a>(
