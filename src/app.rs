@@ -451,34 +451,8 @@ pub fn learn_command(config: &Path, data_dir: Option<&Path>, file: &Path) -> Res
 
 #[cfg(test)]
 mod tests {
-    use std::sync::Mutex;
-
     use super::*;
-    use crate::message::Outgoing;
-    use crate::platform::{BoxFuture, SendError};
-
-    /// Records the playbook ids it is told about.
-    #[derive(Default)]
-    struct Recorder(Mutex<Vec<Vec<String>>>);
-
-    impl Platform for Recorder {
-        fn name(&self) -> &'static str {
-            "recorder"
-        }
-
-        fn send<'a>(
-            &'a self,
-            _: &'a Outgoing,
-            _: Option<&'a str>,
-            _: &'a str,
-        ) -> BoxFuture<'a, Result<String, SendError>> {
-            Box::pin(async { Ok("m".to_owned()) })
-        }
-
-        fn playbooks_changed(&self, ids: Vec<String>) {
-            self.0.lock().unwrap().push(ids);
-        }
-    }
+    use crate::platform::fake::FakePlatform;
 
     fn engine(dir: &Path) -> Engine {
         Engine::build(
@@ -494,15 +468,15 @@ mod tests {
     async fn a_playbook_reload_is_told_to_the_platform() {
         let shipped = Path::new(env!("CARGO_MANIFEST_DIR")).join("playbooks");
         let shared = playbook::share(engine(&shipped));
-        let recorder = Arc::new(Recorder::default());
+        let platform = Arc::new(FakePlatform::new());
         let shutdown = CancellationToken::new();
         let task = tokio::spawn(tell_playbook_changes(
             shared.clone(),
-            recorder.clone(),
+            platform.clone(),
             shutdown.clone(),
         ));
         tokio::time::sleep(playbook::POLL_INTERVAL * 2).await;
-        assert!(recorder.0.lock().unwrap().is_empty());
+        assert!(platform.playbook_reloads().is_empty());
 
         let dir = tempfile::tempdir().unwrap();
         for f in std::fs::read_dir(&shipped).unwrap() {
@@ -515,11 +489,11 @@ mod tests {
         *shared.write().unwrap() = Arc::new(engine(dir.path()));
 
         let deadline = std::time::Instant::now() + playbook::POLL_INTERVAL * 5;
-        while recorder.0.lock().unwrap().is_empty() {
+        while platform.playbook_reloads().is_empty() {
             assert!(std::time::Instant::now() < deadline, "never told");
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        let told = recorder.0.lock().unwrap()[0].clone();
+        let told = platform.playbook_reloads()[0].clone();
         assert!(told.iter().any(|id| id == "refund-express"), "{told:?}");
         assert!(told.iter().any(|id| id == "refund"), "{told:?}");
         shutdown.cancel();

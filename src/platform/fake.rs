@@ -54,6 +54,8 @@ struct FakeState {
     failures: HashMap<String, VecDeque<SendError>>,
     /// Every send attempt, including refused ones: (room, txn id, refused?).
     attempts: Vec<(String, String, bool)>,
+    /// The playbook ids of each reload it was told about.
+    playbooks: Vec<Vec<String>>,
 }
 
 impl FakePlatform {
@@ -118,11 +120,25 @@ impl FakePlatform {
             .attempts
             .clone()
     }
+
+    /// The playbook ids of each reload the bot told it about, in order.
+    pub fn playbook_reloads(&self) -> Vec<Vec<String>> {
+        self.state
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .playbooks
+            .clone()
+    }
 }
 
 impl Platform for FakePlatform {
     fn name(&self) -> &'static str {
         "fake"
+    }
+
+    fn playbooks_changed(&self, ids: Vec<String>) {
+        let mut st = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        st.playbooks.push(ids);
     }
 
     fn send<'a>(
