@@ -252,7 +252,6 @@ async fn start_http(
     Ok(())
 }
 
-/// Rebuilds the classifier (debounced) when resolved cases added examples.
 /// Tells `platform` the playbook ids whenever a reload swaps the engine.
 async fn tell_playbook_changes(
     engine: SharedEngine,
@@ -273,6 +272,7 @@ async fn tell_playbook_changes(
     }
 }
 
+/// Rebuilds the classifier (debounced) when resolved cases added examples.
 async fn relearn(bot: Bot, engine: SharedEngine, shutdown: CancellationToken) {
     let learned = bot.learned();
     loop {
