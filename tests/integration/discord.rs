@@ -89,7 +89,8 @@ impl DiscordBot {
     ) -> DiscordBot {
         #[cfg(feature = "slack")]
         caseroom::platform::slack::install_crypto_provider();
-        let store = open_store(dir).await;
+        let store = Store::open(dir)
+            .expect("open the store (it waits for the lock of an instance just stopped)");
         let platform = DiscordPlatform::connect(&adapter_config(fake), &cfg, &store)
             .await
             .expect("connect to the fake Discord");
@@ -172,20 +173,6 @@ impl DiscordBot {
         self.tracker.close();
         self.tracker.wait().await;
     }
-}
-
-/// Opens the store, waiting while a previous instance still holds its lock.
-async fn open_store(dir: &Path) -> Store {
-    for _ in 0..100 {
-        match Store::open(dir) {
-            Ok(s) => return s,
-            Err(e) if e.to_string().contains("lock") => {
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
-            Err(e) => panic!("{e}"),
-        }
-    }
-    panic!("store stayed locked");
 }
 
 /// Cards (channel posts with an embed) in the team channel.
@@ -847,7 +834,8 @@ async fn a_disallowed_intent_stops_the_adapter_with_a_hint() {
     let fake = FakeDiscord::start().await;
     fake.refuse_intents(true);
     let cfg = discord_config(dir.path(), None);
-    let store = open_store(dir.path()).await;
+    let store = Store::open(dir.path())
+        .expect("open the store (it waits for the lock of an instance just stopped)");
     let platform = DiscordPlatform::connect(&adapter_config(&fake), &cfg, &store)
         .await
         .unwrap();

@@ -85,22 +85,6 @@ fn config(dir: &Path) -> Config {
 
 static EVENT_SEQ: AtomicU64 = AtomicU64::new(0);
 
-/// Opens the store, waiting briefly after a restart: sled's background I/O
-/// threads can hold the directory lock a moment after the last handle of
-/// the previous instance is dropped.
-async fn open_again(dir: &Path) -> Store {
-    for _ in 0..100 {
-        match Store::open(dir) {
-            Ok(s) => return s,
-            Err(e) if e.to_string().contains("could not acquire lock") => {
-                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-            }
-            Err(e) => panic!("{e}"),
-        }
-    }
-    panic!("the store in {} stayed locked", dir.display());
-}
-
 /// The bot core with its outbox and SLA scheduler running on a manual clock.
 struct SlaHarness {
     bot: Bot,
@@ -113,7 +97,8 @@ struct SlaHarness {
 
 impl SlaHarness {
     async fn start(dir: &Path, fake: Arc<FakePlatform>, clock: Clock) -> SlaHarness {
-        let store = open_again(dir).await;
+        let store = Store::open(dir)
+            .expect("open the store (it waits for the lock of an instance just stopped)");
         let outbox = Outbox::new();
         let bot = Bot::with_clock(
             config(dir),
@@ -571,7 +556,8 @@ async fn an_alert_whose_case_was_resolved_while_down_closes_at_start() {
 
     // Resolved from the command line while the bot is down.
     {
-        let store = open_again(dir.path()).await;
+        let store = Store::open(dir.path())
+            .expect("open the store (it waits for the lock of an instance just stopped)");
         store
             .append(
                 CaseId(1),

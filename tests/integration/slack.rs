@@ -94,7 +94,8 @@ impl SlackBot {
         clock: Clock,
     ) -> SlackBot {
         caseroom::platform::slack::install_crypto_provider();
-        let store = open_store(dir).await;
+        let store = Store::open(dir)
+            .expect("open the store (it waits for the lock of an instance just stopped)");
         let platform = SlackPlatform::connect(&adapter_config(fake, mode), &cfg, &store)
             .await
             .expect("connect to the fake Slack");
@@ -273,20 +274,6 @@ impl SlackBot {
 
 pub fn url_encode(s: &str) -> String {
     serde_urlencoded::to_string([("v", s)]).unwrap()[2..].to_owned()
-}
-
-/// Opens the store, waiting while a previous instance still holds its lock.
-async fn open_store(dir: &Path) -> Store {
-    for _ in 0..100 {
-        match Store::open(dir) {
-            Ok(s) => return s,
-            Err(e) if e.to_string().contains("lock") => {
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
-            Err(e) => panic!("{e}"),
-        }
-    }
-    panic!("store stayed locked");
 }
 
 static EV: AtomicU64 = AtomicU64::new(0);
@@ -882,7 +869,8 @@ async fn web_api_calls_and_error_mapping() {
     let fake = FakeSlack::start().await;
     let cfg = slack_config(dir.path(), None);
     caseroom::platform::slack::install_crypto_provider();
-    let store = open_store(dir.path()).await;
+    let store = Store::open(dir.path())
+        .expect("open the store (it waits for the lock of an instance just stopped)");
     let p = SlackPlatform::connect(&adapter_config(&fake, SlackMode::Socket), &cfg, &store)
         .await
         .unwrap();
