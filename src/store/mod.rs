@@ -843,9 +843,10 @@ impl Store {
     /// `record_as`, maps a case's root message to the case, notes the
     /// delivery with the case ([`Store::deliveries`]) and removes it from
     /// the outbox, in that order (a crash part-way sends it again, as a
-    /// crash before the delivery was recorded would). The case itself is not rewritten: a delivery changes nothing
-    /// about it (older versions appended a `posted` event, rewriting the
-    /// case and its index entry twice per ticket). The record is durable
+    /// crash before the delivery was recorded would). The case itself is
+    /// not rewritten: a delivery changes nothing about it (older versions
+    /// appended a `posted` event, rewriting the case and its index entry
+    /// twice per ticket). The record is durable
     /// once the returned [`Durable`] resolves.
     pub fn delivered(
         &self,
