@@ -5,8 +5,10 @@
 //! |--------|--------------|------------------------------------------------|
 //! | `y`    | case number  | the case's contribution at the last checkpoint |
 //! |        |              | (JSON; empty: the case did not exist then)     |
-//! | `r`    | case number  | its settled SLA runs, when it has any (binary, |
-//! |        |              | [`encode_outcomes`]: read on every change)     |
+//! | `r`    | case number  | its settled SLA runs, in stores from before    |
+//! |        |              | schema 5 (since, they follow the projection:   |
+//! |        |              | see [`super::write_case`]); removed at the     |
+//! |        |              | case's next change                             |
 //! | `m`    | `tally`      | the totals at the last checkpoint (JSON)       |
 
 use std::collections::{HashMap, HashSet};
@@ -16,8 +18,7 @@ use std::time::{Duration, Instant};
 
 use super::batch::Batch;
 use super::tally::{
-    Contribution, OpenCase, Settler, SlaOutcome, Tally, decode_outcomes, encode_outcomes,
-    open_case_from,
+    Contribution, OpenCase, Settler, SlaOutcome, Tally, decode_outcomes, open_case_from,
 };
 use super::{Shared, Store, StoreError, decode_u64, from_json, status_key, to_json};
 use crate::case::{Case, CaseId, Event, Status};
@@ -100,11 +101,10 @@ impl Store {
         case: &Case,
         new_events: &[Event],
     ) -> Result<(), StoreError> {
-        super::write_case(batch, before, case)?;
         let id = case.id;
-        let before_sla = match before {
+        let (before_sla, legacy) = match before {
             Some(_) => self.sla_outcomes(id)?,
-            None => Vec::new(),
+            None => (Vec::new(), false),
         };
         let after_sla = match self.settler() {
             Some(settle) => {
@@ -117,12 +117,9 @@ impl Store {
             }
             _ => before_sla.clone(),
         };
-        if after_sla != before_sla {
-            if after_sla.is_empty() {
-                batch.remove(outcome_key(id));
-            } else {
-                batch.insert(outcome_key(id), encode_outcomes(&after_sla));
-            }
+        super::write_case(batch, before, case, &after_sla)?;
+        if legacy {
+            batch.remove(outcome_key(id));
         }
         let before = before.map(|b| Contribution::of(b, before_sla));
         let after = Contribution::of(case, after_sla);
@@ -307,11 +304,14 @@ impl Store {
                     continue;
                 };
                 let outcomes = settle(id, &self.events(id)?);
-                let before = self.sla_outcomes(id)?;
+                let (before, legacy) = self.sla_outcomes(id)?;
                 if outcomes == before {
                     continue;
                 }
-                batch.insert(outcome_key(id), encode_outcomes(&outcomes));
+                super::write_case(&mut batch, Some(&case), &case, &outcomes)?;
+                if legacy {
+                    batch.remove(outcome_key(id));
+                }
                 let before = Contribution::of(&case, before);
                 if !self.books().dirty.contains(&id.0) {
                     batch.insert(journal_key(id), to_json(&before)?);
@@ -356,8 +356,9 @@ impl Store {
             .clone()
     }
 
-    fn sla_outcomes(&self, id: CaseId) -> Result<Vec<SlaOutcome>, StoreError> {
-        read_outcomes(self.db(), id)
+    /// A case's settled SLA runs, and whether they come from an `r` key.
+    fn sla_outcomes(&self, id: CaseId) -> Result<(Vec<SlaOutcome>, bool), StoreError> {
+        read_outcomes(self.db(), id, self.shared.legacy_runs)
     }
 
     fn books(&self) -> std::sync::MutexGuard<'_, Books> {
@@ -368,14 +369,14 @@ impl Store {
 /// Reads the books at open: the last checkpoint corrected by the journal,
 /// and the open cases from the status index. A store from before schema 3
 /// has no checkpoint: its totals are counted once from every projection.
-pub(super) fn load(db: &sled::Db) -> Result<Books, StoreError> {
+pub(super) fn load(db: &sled::Db, legacy: bool) -> Result<Books, StoreError> {
     let mut books = Books::default();
     let stored = |id: CaseId| -> Result<Option<Case>, StoreError> {
         db.get(super::case_key(id))?
-            .map(|v| from_json(&v))
+            .map(|v| super::decode_projection(&v))
             .transpose()
     };
-    let outcomes = |id: CaseId| read_outcomes(db, id);
+    let outcomes = |id: CaseId| Ok::<_, StoreError>(read_outcomes(db, id, legacy)?.0);
     match db.get(META_TALLY)? {
         Some(v) => {
             books.tally = from_json(&v)?;
@@ -394,7 +395,7 @@ pub(super) fn load(db: &sled::Db) -> Result<Books, StoreError> {
         None => {
             let mut n = 0u64;
             for kv in db.scan_prefix(b"c") {
-                let case: Case = from_json(&kv?.1)?;
+                let case = super::decode_projection(&kv?.1)?;
                 books
                     .tally
                     .add(&Contribution::of(&case, outcomes(case.id)?), 1);
@@ -433,17 +434,31 @@ fn journal_key(id: CaseId) -> Vec<u8> {
     k
 }
 
-/// A case's settled SLA runs as stored (none when it has no `r` key).
-/// Damaged bytes count as none, with a warning: they are derived data, and
-/// refusing them would block every change to the case.
-fn read_outcomes(db: &sled::Db, id: CaseId) -> Result<Vec<SlaOutcome>, StoreError> {
-    Ok(match db.get(outcome_key(id))? {
-        Some(v) => decode_outcomes(&v).unwrap_or_else(|| {
+/// A case's settled SLA runs as stored, after its projection, or in an
+/// `r` key when the store still has them (`legacy`, schema 4 and before);
+/// and whether they came from one. Damaged bytes count as none, with a
+/// warning: they are derived data, and refusing them would block every
+/// change to the case.
+fn read_outcomes(
+    db: &sled::Db,
+    id: CaseId,
+    legacy: bool,
+) -> Result<(Vec<SlaOutcome>, bool), StoreError> {
+    let decode = |v: &[u8]| {
+        decode_outcomes(v).unwrap_or_else(|| {
             tracing::warn!(case = %id, "unreadable SLA results; judged again at its next change");
             Vec::new()
-        }),
-        None => Vec::new(),
-    })
+        })
+    };
+    if let Some(v) = db.get(super::case_key(id))?
+        && let (_, Some(runs)) = super::split_projection(&v)
+    {
+        return Ok((decode(runs), false));
+    }
+    if legacy && let Some(v) = db.get(outcome_key(id))? {
+        return Ok((decode(&v), true));
+    }
+    Ok((Vec::new(), false))
 }
 
 fn outcome_key(id: CaseId) -> Vec<u8> {

@@ -260,6 +260,9 @@ mod tests {
             .collect();
         assert_eq!(texts, [(0, true), (1, false), (2, false), (3, false)]);
         let schema = store.db().get(META_SCHEMA).unwrap().unwrap();
-        assert_eq!(schema.as_ref(), 4u64.to_be_bytes());
+        assert_eq!(
+            schema.as_ref(),
+            u64::from(super::super::SCHEMA_VERSION).to_be_bytes()
+        );
     }
 }

@@ -75,7 +75,7 @@ pub const DEFAULT_CACHE_MB: u64 = 64;
 
 /// The schema this build writes. Bump it and add a step to [`migrate`] when
 /// the on-disk layout changes.
-pub const SCHEMA_VERSION: u32 = 4;
+pub const SCHEMA_VERSION: u32 = 5;
 
 const META_SCHEMA: &[u8] = b"mschema";
 const META_NEXT_CASE: &[u8] = b"mnext_case";
@@ -230,6 +230,9 @@ struct Shared {
     commit: GroupCommit,
     /// Applies multi-key writes atomically (see [`batch`]).
     writer: Writer,
+    /// The store has settled SLA runs in `r` keys, from before schema 5
+    /// (see [`books`]); read only then.
+    legacy_runs: bool,
     /// The data dir, so adapters can keep their own files next to ours
     /// (the Matrix crypto store).
     dir: std::path::PathBuf,
@@ -301,7 +304,9 @@ impl Store {
                 id
             }
         };
-        let books = books::load(&db)?;
+        // Settled SLA runs still in keys of their own (schema 4 and before).
+        let legacy_runs = db.scan_prefix(b"r").next().is_some();
+        let books = books::load(&db, legacy_runs)?;
         Ok(Store {
             shared: std::sync::Arc::new(Shared {
                 books: Mutex::new(books),
@@ -321,6 +326,7 @@ impl Store {
                 next_outbound: AtomicU64::new(next_outbound),
                 outbound_types: std::sync::RwLock::new(Vec::new()),
                 instance,
+                legacy_runs,
                 dir: dir.to_owned(),
             }),
         })
@@ -955,7 +961,7 @@ impl Store {
     fn stored_case(&self, id: CaseId) -> Result<Option<Case>, StoreError> {
         self.db()
             .get(case_key(id))?
-            .map(|v| from_json(&v))
+            .map(|v| decode_projection(&v))
             .transpose()
     }
 
@@ -991,18 +997,20 @@ impl Store {
     }
 
     /// Cases matching `filter`, by case number. Uses the status or assignee
-    /// index when the filter names one.
+    /// index when the filter asks only for open cases (only those are
+    /// indexed); otherwise reads every case.
     pub fn cases(&self, filter: &CaseFilter) -> Result<Vec<Case>, StoreError> {
+        let only_open = filter.open_only || filter.status.is_some_and(|s| s.is_open());
         let ids: Box<dyn Iterator<Item = Result<CaseId, StoreError>>> =
             match (&filter.assignee, filter.status) {
-                (Some(a), _) => {
+                (Some(a), _) if only_open => {
                     let mut p = vec![b'a'];
                     p.extend_from_slice(a.as_bytes());
                     p.push(0xFF);
                     Box::new(self.index_ids(p))
                 }
-                (None, Some(s)) => Box::new(self.index_ids(vec![b's', s.code()])),
-                (None, None) if filter.open_only => Box::new(
+                (None, Some(s)) if only_open => Box::new(self.index_ids(vec![b's', s.code()])),
+                (None, None) if only_open => Box::new(
                     Status::ALL
                         .into_iter()
                         .filter(|s| s.is_open())
@@ -1010,7 +1018,7 @@ impl Store {
                         .collect::<Vec<_>>()
                         .into_iter(),
                 ),
-                (None, None) => Box::new(self.db().scan_prefix(b"c").map(|kv| {
+                _ => Box::new(self.db().scan_prefix(b"c").map(|kv| {
                     let (k, _) = kv?;
                     Ok(CaseId(decode_u64(&k[1..])?))
                 })),
@@ -1039,7 +1047,7 @@ impl Store {
     pub fn iter_cases(&self) -> impl Iterator<Item = Result<Case, StoreError>> + '_ {
         self.db()
             .scan_prefix(b"c")
-            .map(|kv| self.with_body(from_json(&kv?.1)?))
+            .map(|kv| self.with_body(decode_projection(&kv?.1)?))
     }
 
     /// Every learned example, one at a time.
@@ -1386,33 +1394,69 @@ fn redact_kind(kind: EventKind) -> EventKind {
     }
 }
 
-/// Writes a case projection and moves its index entries from `before`
-/// (the books' side is [`Store::write_case`]).
-fn write_case(batch: &mut Batch, before: Option<&Case>, case: &Case) -> Result<(), StoreError> {
+/// Writes a case projection with its settled SLA runs and moves its index
+/// entries from `before` (the books' side is [`Store::write_case`]).
+///
+/// Only open cases are indexed by status and assignee (schema 5): the
+/// resolved and closed ones, nine in ten of a large store, would
+/// otherwise hold two of every five keys, and sled keeps a table entry in
+/// memory for every page of keys. A closed case written before schema 5
+/// may still have its entries; they are removed at its next change and
+/// ignored until then.
+fn write_case(
+    batch: &mut Batch,
+    before: Option<&Case>,
+    case: &Case,
+    runs: &[SlaOutcome],
+) -> Result<(), StoreError> {
     // Index entries that stay the same are not rewritten, except the
     // status entry: it carries the number of events, which tells the SLA
     // engine whether a persisted plan is current.
-    let status_same = before.is_some_and(|b| b.status == case.status);
+    let open = case.status.is_open();
+    let indexed_before = before.is_some_and(|b| b.status.is_open());
     let assignee_same = before.is_some_and(|b| b.assignee == case.assignee);
     if let Some(b) = before {
-        if !status_same {
+        if b.status != case.status || !open {
             batch.remove(status_key(b.status, b.id));
         }
-        if let (Some(a), false) = (&b.assignee, assignee_same) {
+        if let (Some(a), false) = (&b.assignee, assignee_same && open) {
             batch.remove(assignee_key(a, b.id));
         }
     }
-    batch.insert(status_key(case.status, case.id), tally::status_value(case));
-    if let (Some(a), false) = (&case.assignee, assignee_same) {
-        batch.insert(assignee_key(a, case.id), &[]);
+    if open {
+        batch.insert(status_key(case.status, case.id), tally::status_value(case));
+        if let (Some(a), false) = (&case.assignee, assignee_same && indexed_before) {
+            batch.insert(assignee_key(a, case.id), &[]);
+        }
     }
     // The body lives in the `opened` event (see the module docs).
     let stored = Case {
         body: String::new(),
         ..case.clone()
     };
-    batch.insert(case_key(case.id), to_json(&stored)?);
+    let mut value = to_json(&stored)?;
+    if !runs.is_empty() {
+        value.push(0);
+        value.extend_from_slice(&tally::encode_outcomes(runs));
+    }
+    batch.insert(case_key(case.id), value);
     Ok(())
+}
+
+/// Splits a stored projection into the case's JSON and, when it has any,
+/// its settled SLA runs ([`tally::encode_outcomes`]) after a 0 byte. JSON
+/// never holds a raw 0 byte, so the split is unambiguous; a projection
+/// written before schema 5 is JSON alone (its runs have an `r` key).
+fn split_projection(v: &[u8]) -> (&[u8], Option<&[u8]>) {
+    match v.iter().position(|&b| b == 0) {
+        Some(i) => (&v[..i], Some(&v[i + 1..])),
+        None => (v, None),
+    }
+}
+
+/// The case in a stored projection (see [`split_projection`]).
+fn decode_projection(v: &[u8]) -> Result<Case, StoreError> {
+    from_json(split_projection(v).0)
 }
 
 /// Creates `dir` (and missing parents) with mode 0700 where it is new.
@@ -1507,6 +1551,12 @@ fn migrate(db: &sled::Db) -> Result<(), StoreError> {
             // Old cases keep their one-event keys, which are read as they
             // are; a schema 3 build would not read the chunks.
             3 => {}
+            // 4 -> 5: only open cases are indexed by status and assignee,
+            // and a case's settled SLA runs follow its projection instead
+            // of having an `r` key ([`write_case`]). Older cases keep their
+            // entries until their next change (an export and import
+            // rewrites them all); a schema 4 build would misread both.
+            4 => {}
             _ => unreachable!("no step from schema {from}"),
         }
     }
@@ -1694,6 +1744,174 @@ mod tests {
         let store = Store::open(dir.path()).unwrap();
         assert_eq!(store.tally(), before);
         assert_eq!(store.sla_backfill(), None);
+    }
+
+    /// Keys under `prefix`, for the layout tests.
+    fn keys(store: &Store, prefix: &[u8]) -> Vec<Vec<u8>> {
+        store
+            .db()
+            .scan_prefix(prefix)
+            .map(|kv| kv.unwrap().0.to_vec())
+            .collect()
+    }
+
+    /// Resolved and closed cases keep no index entries and their SLA runs
+    /// ride on the projection (schema 5): listing by a closed status or an
+    /// assignee still finds them, reopening indexes them again, and the
+    /// totals count their runs across a restart.
+    #[test]
+    fn only_open_cases_are_indexed_and_runs_follow_the_projection() {
+        let dir = tempfile::tempdir().unwrap();
+        let at = Timestamp::now();
+        let store = Store::open(dir.path()).unwrap();
+        store.set_settler(std::sync::Arc::new(|_, events: &[Event]| {
+            vec![SlaOutcome {
+                target: "resolution".into(),
+                priority: Priority::P2,
+                met: events.len() < 4,
+            }]
+        }));
+        let assign = |id| {
+            let kind = EventKind::Assigned {
+                assignee: "@ana".into(),
+            };
+            store.append(id, "lead", kind, None, at).unwrap();
+        };
+        let resolve = |id| {
+            let kind = EventKind::Resolved { playbook: None };
+            store.append(id, "@ana", kind, None, at).unwrap();
+        };
+        let mut ids = Vec::new();
+        for i in 0..3 {
+            let id = store
+                .open_case(new_case(&format!("ZD-{i}")), "t", at)
+                .unwrap()
+                .case
+                .id;
+            assign(id);
+            ids.push(id);
+        }
+        resolve(ids[0]);
+        resolve(ids[1]);
+        store
+            .append(ids[1], "@ana", EventKind::Closed, None, at)
+            .unwrap();
+        // Only the open case is indexed; no case has an `r` key.
+        assert_eq!(
+            keys(&store, b"s"),
+            vec![status_key(Status::Assigned, ids[2])]
+        );
+        assert_eq!(keys(&store, b"a"), vec![assignee_key("@ana", ids[2])]);
+        assert!(keys(&store, b"r").is_empty());
+        let list = |filter: CaseFilter| -> Vec<CaseId> {
+            store.cases(&filter).unwrap().iter().map(|c| c.id).collect()
+        };
+        let by = |status| CaseFilter {
+            status: Some(status),
+            ..CaseFilter::default()
+        };
+        assert_eq!(list(by(Status::Resolved)), vec![ids[0]]);
+        assert_eq!(list(by(Status::Closed)), vec![ids[1]]);
+        assert_eq!(list(by(Status::Assigned)), vec![ids[2]]);
+        let ana = CaseFilter {
+            assignee: Some("@ana".into()),
+            ..CaseFilter::default()
+        };
+        assert_eq!(list(ana.clone()), ids);
+        let ana_open = CaseFilter {
+            open_only: true,
+            ..ana
+        };
+        assert_eq!(list(ana_open.clone()), vec![ids[2]]);
+        // The resolved case's body and runs are read back from the one key.
+        let case = store.case(ids[0]).unwrap().unwrap();
+        assert_eq!(case.body, "转账一直显示处理中");
+        let key = ("resolution".to_string(), Priority::P2);
+        let runs = store.tally().sla[&key];
+        // Reopened with the same assignee: indexed again, still listed.
+        store
+            .append(ids[0], "@ana", EventKind::Reopened, None, at)
+            .unwrap();
+        assert_eq!(list(ana_open), vec![ids[0], ids[2]]);
+        assert_eq!(
+            keys(&store, b"s").len() + keys(&store, b"a").len(),
+            4,
+            "two open cases, each with a status and an assignee entry"
+        );
+        let before = store.tally();
+        assert_ne!(
+            before.sla[&key], runs,
+            "the reopened case's run was judged again"
+        );
+        drop(store);
+        let store = Store::open(dir.path()).unwrap();
+        assert_eq!(store.tally(), before);
+        assert_eq!(store.open_cases().len(), 2);
+    }
+
+    /// A schema 4 store (closed cases indexed, settled runs in `r` keys)
+    /// opens as schema 5: its counts and lists are unchanged, and a closed
+    /// case's next change drops its old keys.
+    #[test]
+    fn a_schema_4_store_keeps_its_runs_and_sheds_old_keys_at_a_change() {
+        let dir = tempfile::tempdir().unwrap();
+        let at = Timestamp::now();
+        let key = ("resolution".to_string(), Priority::P2);
+        let runs = vec![SlaOutcome {
+            target: "resolution".into(),
+            priority: Priority::P2,
+            met: false,
+        }];
+        let (id, tally) = {
+            let store = Store::open(dir.path()).unwrap();
+            let id = store.open_case(new_case("ZD-1"), "t", at).unwrap().case.id;
+            let kind = EventKind::Assigned {
+                assignee: "@ana".into(),
+            };
+            store.append(id, "lead", kind, None, at).unwrap();
+            let kind = EventKind::Resolved { playbook: None };
+            store.append(id, "@ana", kind, None, at).unwrap();
+            let case = store.stored_case(id).unwrap().unwrap();
+            let mut tally = store.tally();
+            drop(store);
+            // What schema 4 wrote for it: the entries of a resolved case,
+            // its runs under `r`, the totals counting them.
+            let db = sled::open(dir.path()).unwrap();
+            db.insert(status_key(Status::Resolved, id), tally::status_value(&case))
+                .unwrap();
+            db.insert(assignee_key("@ana", id), &[]).unwrap();
+            let mut r = vec![b'r'];
+            r.extend_from_slice(&id.0.to_be_bytes());
+            db.insert(r, tally::encode_outcomes(&runs)).unwrap();
+            tally.add(&tally::Contribution::of(&case, runs.clone()), 1);
+            tally.add(&tally::Contribution::of(&case, Vec::new()), -1);
+            db.insert(books::META_TALLY, to_json(&tally).unwrap())
+                .unwrap();
+            db.insert(META_SCHEMA, &4u64.to_be_bytes()).unwrap();
+            db.flush().unwrap();
+            (id, tally)
+        };
+        let store = Store::open(dir.path()).unwrap();
+        assert_eq!(store.tally(), tally);
+        assert_eq!(tally.sla[&key], (0, 1));
+        let resolved = CaseFilter {
+            status: Some(Status::Resolved),
+            ..CaseFilter::default()
+        };
+        assert_eq!(store.cases(&resolved).unwrap().len(), 1);
+        assert!(store.open_cases().is_empty());
+        // A note on the resolved case: its runs move onto the projection
+        // (no settler yet, so they are kept as they were), its entries go.
+        let note = EventKind::Note { text: "n".into() };
+        store.append(id, "@ana", note, None, at).unwrap();
+        assert!(keys(&store, b"r").is_empty());
+        assert!(keys(&store, b"s").is_empty());
+        assert!(keys(&store, b"a").is_empty());
+        assert_eq!(store.tally().sla[&key], (0, 1));
+        drop(store);
+        let store = Store::open(dir.path()).unwrap();
+        assert_eq!(store.tally().sla[&key], (0, 1));
+        assert_eq!(store.cases(&resolved).unwrap().len(), 1);
     }
 
     #[test]
