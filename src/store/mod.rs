@@ -7,15 +7,18 @@
 //! | prefix | key                              | value                   |
 //! |--------|----------------------------------|-------------------------|
 //! | `c`    | case number (u64 BE)             | case projection (JSON), |
-//! |        |                                  | without the body (v2)   |
+//! |        |                                  | without the body (v2);  |
+//! |        |                                  | then 0 and its settled  |
+//! |        |                                  | SLA runs (v5)           |
 //! | `e`    | case number, first event seq     | events (JSON array), see|
 //! |        | (u32 BE)                         | [`history`]             |
 //! | `x`    | external ticket id               | case number             |
 //! | `s`    | status code, case number         | number of events (u32   |
-//! |        |                                  | BE; empty before v2),   |
+//! |        | (open cases only, v5)            | BE; empty before v2),   |
 //! |        |                                  | priority, opened at,    |
 //! |        |                                  | assignee (v3)           |
-//! | `a`    | assignee, 0xFF, case number      | empty (assignee index)  |
+//! | `a`    | assignee, 0xFF, case number      | empty (assignee index;  |
+//! |        |                                  | open cases only, v5)    |
 //! | `d`    | due time (ms, biased), case      | empty (SLA due index)   |
 //! | `t`    | case number                      | SLA plan of an open case|
 //! | `h`    | hash of text+label               | learned example (JSON)  |
