@@ -92,8 +92,7 @@ pub fn run_blocking(config: Config) -> Result<()> {
 /// Runs the bot until `shutdown` is cancelled, on the configured platform.
 pub async fn run(mut config: Config, shutdown: CancellationToken) -> Result<()> {
     quiet_for_terminal(&config);
-    let store = Store::open_with_cache(&config.data_dir, config.store.cache_bytes())
-        .with_context(|| format!("opening the store in {}", config.data_dir.display()))?;
+    let store = crate::cli::open_data_dir(&config.data_dir, config.store.cache_bytes())?;
     tracing::info!(data_dir = %config.data_dir.display(), cases = store.case_count(), "store open");
     let (tx, rx) = mpsc::channel::<Incoming>(1024);
     let tracker = TaskTracker::new();
@@ -389,8 +388,7 @@ pub fn suggest_command(
     jsonl: bool,
 ) -> Result<i32> {
     let cfg = crate::cli::load_config(config, data_dir)?;
-    let store = Store::open(&cfg.data_dir)
-        .with_context(|| format!("opening the store in {}", cfg.data_dir.display()))?;
+    let store = crate::cli::open_data_dir(&cfg.data_dir, crate::store::DEFAULT_CACHE_MB << 20)?;
     let engine = load_engine(&cfg, &store)?;
     if jsonl {
         let stdin = std::io::stdin();
@@ -431,8 +429,7 @@ pub fn learn_command(config: &Path, data_dir: Option<&Path>, file: &Path) -> Res
             );
         }
     };
-    let store = Store::open(&cfg.data_dir)
-        .with_context(|| format!("opening the store in {}", cfg.data_dir.display()))?;
+    let store = crate::cli::open_data_dir(&cfg.data_dir, crate::store::DEFAULT_CACHE_MB << 20)?;
     let items: Vec<HistoryItem> = items
         .into_iter()
         .map(|l| HistoryItem {

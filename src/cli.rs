@@ -14,7 +14,7 @@ use jiff::Timestamp;
 
 use crate::case::{Case, CaseId, Channel, Customer, Event, EventKind, NewCase, Priority, Status};
 use crate::config::Config;
-use crate::store::{CaseFilter, Delivery, HistoryItem, Store};
+use crate::store::{CaseFilter, Delivery, HistoryItem, Store, StoreError};
 
 /// caseroom: escalated support tickets become chat threads with playbook
 /// suggestions, durable case state and SLA paging.
@@ -219,8 +219,7 @@ pub fn main(cli: Cli) -> Result<i32> {
         Command::Export => {
             // Export reads every page once: a big page cache only costs memory.
             let dir = data_dir(&cli.config, cli.data_dir.as_deref())?;
-            let store = Store::open_with_cache(&dir, IMPORT_CACHE)
-                .with_context(|| format!("opening the store in {}", dir.display()))?;
+            let store = open_data_dir(&dir, IMPORT_CACHE)?;
             let mut out = std::io::BufWriter::with_capacity(1 << 16, std::io::stdout().lock());
             export(&store, &mut out)?;
             Ok(0)
@@ -271,10 +270,19 @@ pub fn data_dir(config: &Path, data_dir: Option<&Path>) -> Result<PathBuf> {
     }
 }
 
+/// Opens the store in `dir` with a page cache of `cache_bytes`. Errors
+/// that do not already name the dir (a lock held by another process or a
+/// dir that cannot be opened do) say which one it was.
+pub fn open_data_dir(dir: &Path, cache_bytes: u64) -> Result<Store> {
+    Store::open_with_cache(dir, cache_bytes).map_err(|e| match e {
+        e @ (StoreError::Locked { .. } | StoreError::Open { .. }) => anyhow::Error::new(e),
+        e => anyhow::Error::new(e).context(format!("opening the store in {}", dir.display())),
+    })
+}
+
 pub fn open_store(config: &Path, dir: Option<&Path>) -> Result<Store> {
     let path = data_dir(config, dir)?;
-    let store =
-        Store::open(&path).with_context(|| format!("opening the store in {}", path.display()))?;
+    let store = open_data_dir(&path, crate::store::DEFAULT_CACHE_MB << 20)?;
     store.set_settler(settler(config, dir));
     Ok(store)
 }
@@ -761,8 +769,7 @@ fn import(
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => true,
         Err(e) => return Err(e).with_context(|| format!("reading {}", target.display())),
         Ok(_) => {
-            let store = Store::open(target)
-                .with_context(|| format!("opening the store in {}", target.display()))?;
+            let store = open_data_dir(target, crate::store::DEFAULT_CACHE_MB << 20)?;
             store.is_empty()?
         }
     };
@@ -775,8 +782,7 @@ fn import(
         if file == Path::new("-") {
             bail!("--force needs the export as a file (it is read twice), not `-`");
         }
-        let store = Store::open(target)
-            .with_context(|| format!("opening the store in {}", target.display()))?;
+        let store = open_data_dir(target, crate::store::DEFAULT_CACHE_MB << 20)?;
         // Pass 1 writes nothing: every record parses, every case matches its
         // history, no case number clashes.
         import_stream(file, chunk_records, |chunk| {

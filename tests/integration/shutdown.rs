@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use caseroom::http::signature::sign;
 
-use super::util::{bin, free_port, root, webhook_config};
+use super::util::{bin, caseroom, free_port, root, webhook_config};
 
 /// The limit the issue sets for every mode.
 const EXIT_WITHIN: Duration = Duration::from_secs(5);
@@ -98,6 +98,42 @@ fn terminal_mode_stops_on(signal: &str) {
     assert!(ok, "SIG{signal}: unclean exit\n{log}");
     assert!(took < EXIT_WITHIN, "SIG{signal}: exit took {took:?}\n{log}");
     eprintln!("terminal mode, SIG{signal} with stdin open: exit in {took:?}");
+}
+
+/// While the bot runs, a second process on its data dir (a command an
+/// operator types, or a second bot) is refused with one line that names
+/// the dir once and says what to do; the bot is unharmed.
+#[test]
+fn a_second_process_on_a_running_bots_data_dir_is_refused_clearly() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let log = dir.path().join("log");
+    let mut child = start(&["--data-dir", data.to_str().unwrap(), "run"], &[], &log);
+    let stdin = child.stdin.as_mut().unwrap();
+    stdin.write_all("!escalate 付款失败\n".as_bytes()).unwrap();
+    stdin.flush().unwrap();
+    let out = wait_for_stdout(&mut child, "Opened **C-1**");
+    for args in [&["case", "list"][..], &["run"][..]] {
+        let second = caseroom(&data, args);
+        let err = String::from_utf8_lossy(&second.stderr);
+        assert_eq!(second.status.code(), Some(1), "{args:?}: {err}");
+        assert!(
+            err.contains("in use by another caseroom process"),
+            "{args:?}: {err}"
+        );
+        let shown = data.display().to_string();
+        assert_eq!(err.matches(&shown).count(), 1, "{args:?}: {err}");
+    }
+    let stdin = child.stdin.as_mut().unwrap();
+    stdin.write_all(b"!queue\n").unwrap();
+    stdin.flush().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !out.lock().unwrap().contains("Queue") {
+        assert!(Instant::now() < deadline, "the bot stopped answering");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let (_, ok) = stop_with(&mut child, "TERM");
+    assert!(ok, "{}", std::fs::read_to_string(&log).unwrap());
 }
 
 #[test]
