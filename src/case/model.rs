@@ -378,10 +378,11 @@ impl Case {
             }
             K::WaitingOnCustomer => {
                 if self.status != S::Assigned {
-                    return Err(refuse(
-                        "wait on the customer for",
-                        "; claim it first (only assigned cases wait)",
-                    ));
+                    let hint = match self.status {
+                        S::Resolved => "; reopen it first",
+                        _ => "; claim it first (only assigned cases wait)",
+                    };
+                    return Err(refuse("wait on the customer for", hint));
                 }
                 self.status = S::WaitingOnCustomer;
             }
@@ -396,7 +397,13 @@ impl Case {
             }
             K::Resolved { playbook } => {
                 if !matches!(self.status, S::Assigned | S::WaitingOnCustomer) {
-                    return Err(refuse("resolve", "; claim it first"));
+                    let hint = match self.status {
+                        // Two agents resolving at once: the second is told
+                        // it is done, not to claim it.
+                        S::Resolved => "; nothing to do",
+                        _ => "; claim it first",
+                    };
+                    return Err(refuse("resolve", hint));
                 }
                 self.status = S::Resolved;
                 self.resolved_at = Some(ev.at);
@@ -579,6 +586,37 @@ mod tests {
         assert_eq!(
             case.apply(&ev).unwrap_err().to_string(),
             "cannot resolve C-7: it is new; claim it first"
+        );
+        // Once resolved, resolving again or waiting is not a matter of
+        // claiming it.
+        let at = |s| Timestamp::from_second(1_700_000_000 + s).unwrap();
+        let kind = EventKind::Assigned {
+            assignee: "a".into(),
+        };
+        for (i, kind) in [kind, ev.kind.clone()].into_iter().enumerate() {
+            let ev = Event {
+                seq: i as u32 + 1,
+                at: at(i as i64 + 1),
+                kind,
+                ..ev.clone()
+            };
+            case.apply(&ev).unwrap();
+        }
+        let again = |kind| Event {
+            seq: 3,
+            at: at(3),
+            kind,
+            ..ev.clone()
+        };
+        assert_eq!(
+            case.apply(&again(ev.kind.clone())).unwrap_err().to_string(),
+            "cannot resolve C-7: it is resolved; nothing to do"
+        );
+        assert_eq!(
+            case.apply(&again(EventKind::WaitingOnCustomer))
+                .unwrap_err()
+                .to_string(),
+            "cannot wait on the customer for C-7: it is resolved; reopen it first"
         );
     }
 
