@@ -82,16 +82,27 @@ fn wait_for_stdout(child: &mut Child, needle: &str) -> Arc<Mutex<String>> {
     out
 }
 
-fn terminal_mode_stops_on(signal: &str) {
-    let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("data");
-    let log = dir.path().join("log");
-    let mut child = start(&["--data-dir", data.to_str().unwrap(), "run"], &[], &log);
-    // A command is answered, so the bot is running and reading stdin.
+/// Starts the bot in terminal mode on `dir/data` (log in `dir/log`) and
+/// waits until it has answered an `!escalate`, so it is running and
+/// reading stdin. Returns the child and what it printed.
+fn terminal_bot(dir: &Path) -> (Child, Arc<Mutex<String>>) {
+    let data = dir.join("data");
+    let mut child = start(
+        &["--data-dir", data.to_str().unwrap(), "run"],
+        &[],
+        &dir.join("log"),
+    );
     let stdin = child.stdin.as_mut().unwrap();
     stdin.write_all("!escalate 付款失败\n".as_bytes()).unwrap();
     stdin.flush().unwrap();
-    wait_for_stdout(&mut child, "Opened **C-1**");
+    let out = wait_for_stdout(&mut child, "Opened **C-1**");
+    (child, out)
+}
+
+fn terminal_mode_stops_on(signal: &str) {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("log");
+    let (mut child, _) = terminal_bot(dir.path());
     // stdin stays open: the bot must not wait for it.
     let (took, ok) = stop_with(&mut child, signal);
     let log = std::fs::read_to_string(&log).unwrap();
@@ -108,11 +119,7 @@ fn a_second_process_on_a_running_bots_data_dir_is_refused_clearly() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     let log = dir.path().join("log");
-    let mut child = start(&["--data-dir", data.to_str().unwrap(), "run"], &[], &log);
-    let stdin = child.stdin.as_mut().unwrap();
-    stdin.write_all("!escalate 付款失败\n".as_bytes()).unwrap();
-    stdin.flush().unwrap();
-    let out = wait_for_stdout(&mut child, "Opened **C-1**");
+    let (mut child, out) = terminal_bot(dir.path());
     for args in [&["case", "list"][..], &["run"][..]] {
         let second = caseroom(&data, args);
         let err = String::from_utf8_lossy(&second.stderr);
