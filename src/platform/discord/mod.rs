@@ -147,7 +147,7 @@ impl DiscordPlatform {
         let playbooks: Vec<String> = crate::playbook::load_dir(&config.suggest.playbooks_dir)
             .map(|set| set.ids().map(str::to_owned).collect())
             .unwrap_or_default();
-        let commands = render::commands(!playbooks.is_empty());
+        let commands = render::commands();
         let hash = render::commands_hash(&commands);
         let stored = store.get_state(COMMANDS_STATE)?;
         if stored.as_deref() != Some(hash.as_bytes()) {

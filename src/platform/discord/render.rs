@@ -340,7 +340,7 @@ fn to_json<T: serde::Serialize>(b: &T) -> Value {
 
 /// The application commands caseroom registers: lead commands (answered
 /// only to the caller), thread commands, and the message context menu.
-pub fn commands(playbook_autocomplete: bool) -> Vec<CreateCommand> {
+pub fn commands() -> Vec<CreateCommand> {
     let opt = |kind, name: &str, desc: &str, required: bool| {
         CreateCommandOption::new(kind, name, desc).required(required)
     };
@@ -391,8 +391,10 @@ pub fn commands(playbook_autocomplete: bool) -> Vec<CreateCommand> {
         CreateCommand::new("use")
             .description("Draft the reply of a playbook for this case")
             .add_option(
+                // Always offered: the ids follow playbook reloads, so a bot
+                // started before any playbook existed suggests them later.
                 opt(CommandOptionType::String, "playbook", "Playbook id", true)
-                    .set_autocomplete(playbook_autocomplete),
+                    .set_autocomplete(true),
             ),
         CreateCommand::new(ESCALATE_COMMAND).kind(CommandType::Message),
     ]
@@ -520,13 +522,15 @@ mod tests {
 
     #[test]
     fn command_set_hash_is_stable() {
-        assert_eq!(
-            commands_hash(&commands(true)),
-            commands_hash(&commands(true))
-        );
-        assert_ne!(
-            commands_hash(&commands(true)),
-            commands_hash(&commands(false))
-        );
+        assert_eq!(commands_hash(&commands()), commands_hash(&commands()));
+        // `/use` always completes playbook ids, whatever was loaded at start.
+        let json = serde_json::to_value(commands()).unwrap();
+        let use_cmd = json
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["name"] == "use")
+            .unwrap();
+        assert_eq!(use_cmd["options"][0]["autocomplete"], true);
     }
 }
