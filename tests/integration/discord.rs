@@ -87,6 +87,18 @@ impl DiscordBot {
         cfg: Config,
         clock: Clock,
     ) -> DiscordBot {
+        DiscordBot::start_inner(dir, fake, cfg, clock, true).await
+    }
+
+    /// `handle: false` drops what the adapter hands over unhandled, as a
+    /// process that dies before handling it would.
+    async fn start_inner(
+        dir: &Path,
+        fake: &FakeDiscord,
+        cfg: Config,
+        clock: Clock,
+        handle: bool,
+    ) -> DiscordBot {
         #[cfg(feature = "slack")]
         caseroom::platform::slack::install_crypto_provider();
         let store = Store::open(dir)
@@ -111,6 +123,7 @@ impl DiscordBot {
         let (tx, mut rx) = mpsc::channel(1024);
         tracker.spawn(platform.clone().run(tx, shutdown.clone()));
         let b = bot.clone();
+        let p = platform.clone();
         let token = shutdown.clone();
         // The same loop as `app::run_with`.
         tracker.spawn(async move {
@@ -120,11 +133,16 @@ impl DiscordBot {
                     m = rx.recv() => m,
                 };
                 let Some(msg) = msg else { return };
+                if !handle {
+                    continue;
+                }
                 let b = b.clone();
+                let event_id = msg.event_id.clone();
                 tokio::task::spawn_blocking(move || b.handle(&msg))
                     .await
                     .unwrap()
                     .expect("handle");
+                p.handled(&event_id);
             }
         });
         let bot = DiscordBot {
@@ -693,6 +711,60 @@ async fn pending_messages_are_delivered_once_after_a_restart() {
         .await
         .unwrap();
     assert_eq!(a, b);
+    bot.stop().await;
+}
+
+/// Events the gateway delivered (and interactions already acknowledged)
+/// that the bot had not handled when the process died are handled at the
+/// next start, once — the gateway does not send them again. A 🎫 reaction,
+/// the "Escalate to case" command and a typed `!escalate` each open their
+/// case after the restart; then nothing stays kept.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_received_before_a_crash_are_handled_at_the_next_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let fake = FakeDiscord::start().await;
+    let cfg = discord_config(dir.path(), None);
+    let bot = DiscordBot::start_inner(dir.path(), &fake, cfg, Clock::system(), false).await;
+    let kept = |store: &Store| store.inbox("discord:").unwrap().len();
+    let first = fake.say(INTAKE_C, CUSTOMER, DECLINED);
+    let second = fake.say(INTAKE_C, CUSTOMER, "I cannot log in, my account is locked");
+    fake.react(ANA, INTAKE_C, &first, "🎫");
+    let (iid, _) = fake.context_menu(BO, INTAKE_C, &second);
+    fake.say(
+        INTAKE_C,
+        ANA,
+        "!escalate I was charged twice for one top-up",
+    );
+    fake.wait_for("the command acknowledged", |f| {
+        !f.callbacks(&iid).is_empty()
+    })
+    .await;
+    // All five stay kept: the customer messages too (the bot decides what
+    // a message means, and it never got them).
+    fake.wait_for("five events kept", |_| kept(&bot.store) == 5)
+        .await;
+    assert!(cards(&fake).is_empty());
+    assert!(bot.store.case(CaseId(1)).unwrap().is_none());
+    bot.stop().await;
+
+    let bot = DiscordBot::start(dir.path(), &fake).await;
+    fake.wait_for("three cards", |f| cards(f).len() == 3).await;
+    bot.settle().await;
+    let mut bodies: Vec<String> = (1..=3).map(|n| bot.case(n).body).collect();
+    bodies.sort();
+    assert!(bodies[0].contains("I cannot log in"), "{bodies:?}");
+    assert!(bodies[1].contains("I was charged twice"), "{bodies:?}");
+    assert!(bodies[2].contains("My card payment failed"), "{bodies:?}");
+    fake.wait_for("nothing kept", |_| kept(&bot.store) == 0)
+        .await;
+    bot.stop().await;
+
+    // Nothing is handed over again.
+    let bot = DiscordBot::start(dir.path(), &fake).await;
+    bot.settle().await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(cards(&fake).len(), 3);
+    assert!(bot.store.case(CaseId(4)).unwrap().is_none());
     bot.stop().await;
 }
 

@@ -54,8 +54,9 @@ use crate::message::{Incoming, IncomingKind, Outgoing, same_reaction};
 use crate::platform::{BoxFuture, Platform, SendError};
 use crate::store::Store;
 
+use crate::platform::journal::Journal;
 use events::{Answer, Me, Place};
-use gateway::Inbound;
+use gateway::{Inbound, Queued};
 use rest::{Rest, RestError, code};
 
 pub use gateway::intents;
@@ -96,6 +97,11 @@ pub struct DiscordPlatform {
     threads: Mutex<HashMap<String, String>>,
     /// Channels known not to be threads.
     channels: Mutex<HashSet<String>>,
+    /// Gateway events kept from receipt until the bot has handled them
+    /// (messages, reactions, commands and clicks; see [`Journal`]): the
+    /// gateway does not send them again after a crash, and an interaction
+    /// is acknowledged before the bot works on it.
+    journal: Journal,
     /// Interaction tokens whose deferred response has been edited: later
     /// answers are follow-ups.
     answered: Mutex<HashSet<String>>,
@@ -188,6 +194,7 @@ impl DiscordPlatform {
             escalate_key: config.escalate_reaction.clone(),
             prefix: config.command_prefix.clone(),
             playbooks: std::sync::RwLock::new(playbooks),
+            journal: Journal::new(Some(store.clone()), "discord:", "Discord event"),
             threads: Mutex::new(HashMap::new()),
             channels: Mutex::new(HashSet::new()),
             answered: Mutex::new(HashSet::new()),
@@ -580,26 +587,38 @@ impl DiscordPlatform {
 
     /// Translates queued events and hands them to the bot, in order, until
     /// shutdown or until the bot is gone.
+    /// Events kept by an earlier run come first, then the gateway's.
     async fn translate_loop(
         &self,
-        mut inbound: mpsc::Receiver<Inbound>,
+        kept: Vec<Queued>,
+        mut inbound: mpsc::Receiver<Queued>,
         tx: mpsc::Sender<Incoming>,
         stop: CancellationToken,
     ) {
+        let mut kept = kept.into_iter();
         loop {
-            let ev = tokio::select! {
-                () = stop.cancelled() => return,
-                e = inbound.recv() => e,
+            let next = match kept.next() {
+                Some(ev) => Some(ev),
+                None => tokio::select! {
+                    () = stop.cancelled() => return,
+                    e = inbound.recv() => e,
+                },
             };
-            let Some(ev) = ev else { return };
+            let Some((key, ev)) = next else { return };
             match self.translate(ev).await {
                 Ok(incoming) => {
                     debug!(room = %incoming.room, event = %incoming.event_id, "Discord event");
+                    self.journal.translated(key, &incoming.event_id);
                     if tx.send(incoming).await.is_err() {
                         return;
                     }
                 }
-                Err(why) => debug!(why, "Discord event ignored"),
+                Err(why) => {
+                    debug!(why, "Discord event ignored");
+                    if let Some(key) = key {
+                        self.journal.forget(&key);
+                    }
+                }
             }
         }
     }
@@ -616,6 +635,10 @@ impl Platform for DiscordPlatform {
 
     fn playbooks_changed(&self, ids: Vec<String>) {
         *self.playbooks.write().unwrap_or_else(|e| e.into_inner()) = ids;
+    }
+
+    fn handled(&self, event_id: &str) {
+        self.journal.handled(event_id);
     }
 
     fn send<'a>(
@@ -691,7 +714,14 @@ impl Platform for DiscordPlatform {
                 })
             };
             // Until shutdown, the gateway's end, or the bot going away.
-            self.translate_loop(inbound_rx, tx, stop.clone()).await;
+            let kept = self
+                .journal
+                .kept(Inbound::from_stored)
+                .into_iter()
+                .map(|(key, ev)| (Some(key), ev))
+                .collect();
+            self.translate_loop(kept, inbound_rx, tx, stop.clone())
+                .await;
             stop.cancel();
             shards.shutdown_all().await;
             match gateway.await {
