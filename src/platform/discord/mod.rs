@@ -225,9 +225,12 @@ impl DiscordPlatform {
     /// it within [`gateway::ANSWER_FALLBACK`] (its result went elsewhere,
     /// e.g. the "Opened C-3" line in the intake thread).
     fn watch_answer(self: &Arc<Self>, token: String) {
-        let me = self.clone();
+        // Weak: a stopped adapter (and the store its journal holds) is not
+        // kept alive for the wait.
+        let weak = Arc::downgrade(self);
         tokio::spawn(async move {
             tokio::time::sleep(gateway::ANSWER_FALLBACK).await;
+            let Some(me) = weak.upgrade() else { return };
             if !lock(&me.answered).insert(token.clone()) {
                 return;
             }
