@@ -50,6 +50,10 @@ pub struct AppState {
 
 impl AppState {
     pub fn new(bot: Bot, config: HttpConfig, ready: Arc<AtomicBool>) -> AppState {
+        // The metrics recorder goes in before the first request: counted
+        // before it is installed (the metrics listener's task may not have
+        // run yet), a ticket would go to the no-op recorder, uncounted.
+        metrics::handle();
         let limiter = Arc::new(RateLimiter::new(config.rate_limit_per_minute));
         AppState {
             bot,
