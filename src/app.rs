@@ -388,7 +388,7 @@ pub fn suggest_command(
     jsonl: bool,
 ) -> Result<i32> {
     let cfg = crate::cli::load_config(config, data_dir)?;
-    let store = crate::cli::open_data_dir(&cfg.data_dir, crate::store::DEFAULT_CACHE_MB << 20)?;
+    let store = crate::cli::open_data_dir(&cfg.data_dir, crate::store::DEFAULT_CACHE_BYTES)?;
     let engine = load_engine(&cfg, &store)?;
     if jsonl {
         let stdin = std::io::stdin();
@@ -429,7 +429,7 @@ pub fn learn_command(config: &Path, data_dir: Option<&Path>, file: &Path) -> Res
             );
         }
     };
-    let store = crate::cli::open_data_dir(&cfg.data_dir, crate::store::DEFAULT_CACHE_MB << 20)?;
+    let store = crate::cli::open_data_dir(&cfg.data_dir, crate::store::DEFAULT_CACHE_BYTES)?;
     let items: Vec<HistoryItem> = items
         .into_iter()
         .map(|l| HistoryItem {

@@ -282,7 +282,7 @@ pub fn open_data_dir(dir: &Path, cache_bytes: u64) -> Result<Store> {
 
 pub fn open_store(config: &Path, dir: Option<&Path>) -> Result<Store> {
     let path = data_dir(config, dir)?;
-    let store = open_data_dir(&path, crate::store::DEFAULT_CACHE_MB << 20)?;
+    let store = open_data_dir(&path, crate::store::DEFAULT_CACHE_BYTES)?;
     store.set_settler(settler(config, dir));
     Ok(store)
 }
@@ -769,7 +769,7 @@ fn import(
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => true,
         Err(e) => return Err(e).with_context(|| format!("reading {}", target.display())),
         Ok(_) => {
-            let store = open_data_dir(target, crate::store::DEFAULT_CACHE_MB << 20)?;
+            let store = open_data_dir(target, crate::store::DEFAULT_CACHE_BYTES)?;
             store.is_empty()?
         }
     };
@@ -782,7 +782,7 @@ fn import(
         if file == Path::new("-") {
             bail!("--force needs the export as a file (it is read twice), not `-`");
         }
-        let store = open_data_dir(target, crate::store::DEFAULT_CACHE_MB << 20)?;
+        let store = open_data_dir(target, crate::store::DEFAULT_CACHE_BYTES)?;
         // Pass 1 writes nothing: every record parses, every case matches its
         // history, no case number clashes.
         import_stream(file, chunk_records, |chunk| {

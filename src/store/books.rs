@@ -117,10 +117,7 @@ impl Store {
             }
             _ => before_sla.clone(),
         };
-        super::write_case(batch, before, case, &after_sla)?;
-        if legacy {
-            batch.remove(outcome_key(id));
-        }
+        write_with_runs(batch, before, case, &after_sla, legacy)?;
         let before = before.map(|b| Contribution::of(b, before_sla));
         let after = Contribution::of(case, after_sla);
         if !self.books().dirty.contains(&id.0) {
@@ -308,10 +305,7 @@ impl Store {
                 if outcomes == before {
                     continue;
                 }
-                super::write_case(&mut batch, Some(&case), &case, &outcomes)?;
-                if legacy {
-                    batch.remove(outcome_key(id));
-                }
+                write_with_runs(&mut batch, Some(&case), &case, &outcomes, legacy)?;
                 let before = Contribution::of(&case, before);
                 if !self.books().dirty.contains(&id.0) {
                     batch.insert(journal_key(id), to_json(&before)?);
@@ -459,6 +453,22 @@ fn read_outcomes(
         return Ok((decode(&v), true));
     }
     Ok((Vec::new(), false))
+}
+
+/// Writes the projection with its settled SLA runs ([`super::write_case`])
+/// and drops the `r` key the runs came from in a store from before schema 5.
+fn write_with_runs(
+    batch: &mut Batch,
+    before: Option<&Case>,
+    case: &Case,
+    runs: &[SlaOutcome],
+    legacy: bool,
+) -> Result<(), StoreError> {
+    super::write_case(batch, before, case, runs)?;
+    if legacy {
+        batch.remove(outcome_key(case.id));
+    }
+    Ok(())
 }
 
 fn outcome_key(id: CaseId) -> Vec<u8> {

@@ -75,6 +75,8 @@ pub use tally::{OpenCase, Settler, SlaOutcome, Tally};
 /// MiB. Intake writes and reads back only recent cases, so a small cache
 /// serves it; the process stays small however large the store grows.
 pub const DEFAULT_CACHE_MB: u64 = 64;
+/// [`DEFAULT_CACHE_MB`] in bytes.
+pub const DEFAULT_CACHE_BYTES: u64 = DEFAULT_CACHE_MB << 20;
 
 /// The schema this build writes. Bump it and add a step to [`migrate`] when
 /// the on-disk layout changes.
@@ -245,7 +247,7 @@ impl Store {
     /// Opens (or creates) the store in `dir`, migrating an older schema,
     /// with the default page cache ([`DEFAULT_CACHE_MB`]).
     pub fn open(dir: &Path) -> Result<Store, StoreError> {
-        Store::open_with_cache(dir, DEFAULT_CACHE_MB * 1024 * 1024)
+        Store::open_with_cache(dir, DEFAULT_CACHE_BYTES)
     }
 
     /// Opens the store with a page cache of `cache_bytes`. `import` uses a

@@ -589,8 +589,8 @@ impl DiscordPlatform {
     }
 
     /// Translates queued events and hands them to the bot, in order, until
-    /// shutdown or until the bot is gone.
-    /// Events kept by an earlier run come first, then the gateway's.
+    /// shutdown or until the bot is gone: the events `kept` by an earlier
+    /// run first, then the gateway's.
     async fn translate_loop(
         &self,
         kept: Vec<Queued>,
