@@ -104,8 +104,7 @@ impl Outbox {
         let renderer = self.renderer.clone();
         let tracker2 = tracker.clone();
         tracker.spawn(async move {
-            let mut rooms: HashMap<String, mpsc::UnboundedSender<(u64, Outgoing, Durable)>> =
-                HashMap::new();
+            let mut rooms: HashMap<String, mpsc::UnboundedSender<Dispatched>> = HashMap::new();
             // Messages handed to a room sender and not yet delivered. Batches
             // from concurrent writers can land out of number order, so this
             // is a set, not a high-water mark; an entry leaves it only when a
@@ -123,10 +122,12 @@ impl Outbox {
                 let covered = store.covering();
                 let full =
                     fresh.is_none() || last_full.is_none_or(|t| t.elapsed() >= FULL_SCAN_EVERY);
-                let mut batch: Vec<(u64, Option<Outgoing>)> = fresh
+                // Boxed: a backlog of scanned numbers (`None`) is tens of
+                // thousands of entries after an outage.
+                let mut batch: Vec<(u64, Option<Box<Outgoing>>)> = fresh
                     .unwrap_or_default()
                     .into_iter()
-                    .map(|(seq, m)| (seq, Some(m)))
+                    .map(|(seq, m)| (seq, Some(Box::new(m))))
                     .collect();
                 if full {
                     match store.outbox_seqs_from(0) {
@@ -148,10 +149,16 @@ impl Outbox {
                     if dispatched.contains(&seq) {
                         continue;
                     }
-                    let (msg, durable) = match msg {
-                        Some(m) => (m, covered.clone()),
+                    // A scanned message is read here for its room only; its
+                    // sender reads it again when its turn comes, so a backlog
+                    // waits in the store, not in memory.
+                    let (room, msg, durable) = match msg {
+                        Some(m) => (m.room.clone(), Some(m), covered.clone()),
                         None => match store.outbox_message(seq) {
-                            Ok(Some(m)) => (m, scanned.clone().unwrap_or_else(|| store.barrier())),
+                            Ok(Some(m)) => {
+                                let durable = scanned.clone().unwrap_or_else(|| store.barrier());
+                                (m.room, None, durable)
+                            }
                             Ok(None) => continue,
                             Err(e) => {
                                 tracing::error!(seq, "unreadable outbox message: {e}");
@@ -160,7 +167,7 @@ impl Outbox {
                         },
                     };
                     dispatched.insert(seq);
-                    let tx = rooms.entry(msg.room.clone()).or_insert_with(|| {
+                    let tx = rooms.entry(room).or_insert_with(|| {
                         let (tx, rx) = mpsc::unbounded_channel();
                         tracker2.spawn(room_sender(
                             store.clone(),
@@ -171,7 +178,7 @@ impl Outbox {
                         ));
                         tx
                     });
-                    let _ = tx.send((seq, msg, durable));
+                    let _ = tx.send(Dispatched { seq, msg, durable });
                 }
                 tokio::select! {
                     _ = shutdown.cancelled() => return,
@@ -181,6 +188,14 @@ impl Outbox {
             }
         });
     }
+}
+
+/// A message handed to its room's sender: in memory when it was just
+/// written, else (`msg` empty) read from the store when its turn comes.
+struct Dispatched {
+    seq: u64,
+    msg: Option<Box<Outgoing>>,
+    durable: Durable,
 }
 
 /// A card edit waiting for its turn: the outbox numbers it stands for
@@ -202,7 +217,7 @@ async fn room_sender(
     store: Store,
     platform: Arc<dyn Platform>,
     renderer: Option<Arc<dyn Renderer>>,
-    mut rx: mpsc::UnboundedReceiver<(u64, Outgoing, Durable)>,
+    mut rx: mpsc::UnboundedReceiver<Dispatched>,
     shutdown: CancellationToken,
 ) {
     let mut edits: HashMap<String, PendingEdit> = HashMap::new();
@@ -215,7 +230,15 @@ async fn room_sender(
         tokio::select! {
             _ = shutdown.cancelled() => return,
             m = rx.recv() => {
-                let Some((seq, msg, durable)) = m else { return };
+                let Some(Dispatched { seq, msg, durable }) = m else { return };
+                let msg = match msg {
+                    Some(m) => *m,
+                    None => match read_queued(&store, seq, &shutdown).await {
+                        Some(m) => m,
+                        // Delivered (or set aside) since it was scanned.
+                        None => continue,
+                    },
+                };
                 if let Some(key) = msg.edits.clone() {
                     let now = Instant::now();
                     let earliest = last.get(&key).map_or(now, |(t, _)| *t + EDIT_INTERVAL).max(now);
@@ -265,6 +288,21 @@ async fn room_sender(
                     EditOutcome::Dropped => {}
                 }
             }
+        }
+    }
+}
+
+/// Reads outbox message `seq` for delivery; `None` when it is no longer
+/// pending or the bot is stopping. A read error is retried: the message
+/// stays counted as dispatched, so skipping it would strand it.
+async fn read_queued(store: &Store, seq: u64, shutdown: &CancellationToken) -> Option<Outgoing> {
+    loop {
+        match store.outbox_message(seq) {
+            Ok(m) => return m,
+            Err(e) => tracing::error!(seq, "unreadable outbox message, retrying: {e}"),
+        }
+        if sleep_or_stop(Duration::from_secs(1), shutdown).await {
+            return None;
         }
     }
 }
