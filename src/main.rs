@@ -3,6 +3,7 @@
 use clap::Parser;
 
 fn main() {
+    caseroom::memory::limit_arenas();
     // Before anything can open a TLS connection: rustls has two crypto
     // providers compiled in and would panic choosing (platform-notes).
     #[cfg(feature = "slack")]
