@@ -43,6 +43,10 @@ const THREAD_WAITS: u32 = 20;
 pub const EDIT_INTERVAL: Duration = Duration::from_secs(1);
 /// How long an edit waits for the message it edits before it is set aside.
 const EDIT_TARGET_WAIT: Duration = Duration::from_secs(600);
+/// How long a room's sender remembers what a message showed ([`Shown`]).
+const SHOWN_KEEP: Duration = Duration::from_secs(900);
+/// [`Shown`] is not pruned below this many messages.
+const SHOWN_MIN: usize = 4096;
 
 /// Renders the messages that are made at delivery time
 /// ([`Outgoing::render`]): the bot core implements it for case cards.
@@ -198,6 +202,42 @@ struct Dispatched {
     durable: Durable,
 }
 
+/// When each message of a room was last posted or edited, and a hash of
+/// what it showed: edits to one message are spaced by [`EDIT_INTERVAL`],
+/// and an edit that would show the same text is not sent. Every case's
+/// root card passes through here, so entries older than [`SHOWN_KEEP`] are
+/// dropped as the map grows (a redundant edit after that is sent once);
+/// kept forever with their text, they grew with every case the bot had
+/// posted since it started.
+#[derive(Default)]
+struct Shown {
+    at: HashMap<String, (Instant, u64)>,
+    prune_above: usize,
+}
+
+impl Shown {
+    fn get(&self, key: &str) -> Option<(Instant, u64)> {
+        self.at.get(key).copied()
+    }
+
+    fn record(&mut self, key: String, text: &str, now: Instant) {
+        self.at.insert(key, (now, text_hash(text)));
+        if self.at.len() > self.prune_above.max(SHOWN_MIN) {
+            self.at
+                .retain(|_, (t, _)| now.saturating_duration_since(*t) < SHOWN_KEEP);
+            // Pruning again only after the map doubles keeps it amortized.
+            self.prune_above = 2 * self.at.len();
+        }
+    }
+}
+
+fn text_hash(text: &str) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::hash::DefaultHasher::new();
+    text.hash(&mut h);
+    h.finish()
+}
+
 /// A card edit waiting for its turn: the outbox numbers it stands for
 /// (all removed once one edit carrying the latest state went out) and when
 /// it may go.
@@ -221,9 +261,7 @@ async fn room_sender(
     shutdown: CancellationToken,
 ) {
     let mut edits: HashMap<String, PendingEdit> = HashMap::new();
-    // When each message was last edited (or posted), and what it showed:
-    // an edit that would show the same text is not sent.
-    let mut last: HashMap<String, (Instant, String)> = HashMap::new();
+    let mut last = Shown::default();
     loop {
         let next_due = edits.values().map(|e| e.due).min();
         let sleep = tokio::time::sleep_until(next_due.unwrap_or_else(Instant::now));
@@ -241,7 +279,7 @@ async fn room_sender(
                 };
                 if let Some(key) = msg.edits.clone() {
                     let now = Instant::now();
-                    let earliest = last.get(&key).map_or(now, |(t, _)| *t + EDIT_INTERVAL).max(now);
+                    let earliest = last.get(&key).map_or(now, |(t, _)| t + EDIT_INTERVAL).max(now);
                     let e = edits.entry(key).or_insert_with(|| PendingEdit {
                         seqs: Vec::new(),
                         msg: msg.clone(),
@@ -265,7 +303,7 @@ async fn room_sender(
                     return;
                 }
                 if let Some(key) = &msg.record_as {
-                    last.insert(key.clone(), (Instant::now(), rendered.text.clone()));
+                    last.record(key.clone(), &rendered.text, Instant::now());
                 }
             }
             _ = sleep, if next_due.is_some() => {
@@ -279,7 +317,7 @@ async fn room_sender(
                 let Some(mut e) = edits.remove(&key) else { continue };
                 match edit(&store, &*platform, &renderer, &key, &mut e, last.get(&key)).await {
                     EditOutcome::Done(text) => {
-                        last.insert(key, (Instant::now(), text));
+                        last.record(key, &text, Instant::now());
                     }
                     EditOutcome::Later(wait) => {
                         e.due = Instant::now() + wait;
@@ -332,7 +370,7 @@ async fn edit(
     renderer: &Option<Arc<dyn Renderer>>,
     key: &str,
     e: &mut PendingEdit,
-    last: Option<&(Instant, String)>,
+    last: Option<(Instant, u64)>,
 ) -> EditOutcome {
     let target = match store.posted(key) {
         Ok(Some(id)) => id,
@@ -368,7 +406,7 @@ async fn edit(
             tracing::error!("outbox: {err}");
         }
     };
-    if last.is_some_and(|(_, text)| *text == rendered.text) {
+    if last.is_some_and(|(_, shown)| shown == text_hash(&rendered.text)) {
         done(store, &e.seqs);
         return EditOutcome::Done(rendered.text);
     }
@@ -513,5 +551,32 @@ async fn sleep_or_stop(d: Duration, shutdown: &CancellationToken) -> bool {
     tokio::select! {
         _ = shutdown.cancelled() => true,
         _ = tokio::time::sleep(d) => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What the sender remembers stays bounded however many cards it has
+    /// posted, and what is recent is still there.
+    #[test]
+    fn shown_forgets_old_messages_as_it_grows() {
+        let mut shown = Shown::default();
+        let t0 = Instant::now();
+        for i in 0..3 * SHOWN_MIN {
+            shown.record(format!("root:C-{i}"), "card", t0);
+        }
+        // Nothing is old yet: all kept.
+        assert_eq!(shown.at.len(), 3 * SHOWN_MIN);
+        let later = t0 + SHOWN_KEEP + Duration::from_secs(1);
+        for i in 0..=3 * SHOWN_MIN {
+            shown.record(format!("root:D-{i}"), "card D", later);
+        }
+        assert!(shown.get("root:C-0").is_none(), "old entries dropped");
+        assert!(shown.at.len() <= 3 * SHOWN_MIN + 1);
+        let (at, hash) = shown.get("root:D-7").unwrap();
+        assert_eq!((at, hash), (later, text_hash("card D")));
+        assert_ne!(text_hash("card D"), text_hash("card"));
     }
 }
