@@ -16,6 +16,7 @@
 //! edit waits until the card it edits has been posted.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
@@ -43,6 +44,9 @@ const THREAD_WAITS: u32 = 20;
 pub const EDIT_INTERVAL: Duration = Duration::from_secs(1);
 /// How long an edit waits for the message it edits before it is set aside.
 const EDIT_TARGET_WAIT: Duration = Duration::from_secs(600);
+/// At most this many queued messages per room are held in memory; beyond
+/// it a room's sender reads them from the store when their turn comes.
+const ROOM_HELD_MAX: usize = 1024;
 /// How long a room's sender remembers what a message showed ([`Shown`]).
 const SHOWN_KEEP: Duration = Duration::from_secs(900);
 /// [`Shown`] is not pruned below this many messages.
@@ -108,7 +112,7 @@ impl Outbox {
         let renderer = self.renderer.clone();
         let tracker2 = tracker.clone();
         tracker.spawn(async move {
-            let mut rooms: HashMap<String, mpsc::UnboundedSender<Dispatched>> = HashMap::new();
+            let mut rooms: HashMap<String, RoomQueue> = HashMap::new();
             // Messages handed to a room sender and not yet delivered. Batches
             // from concurrent writers can land out of number order, so this
             // is a set, not a high-water mark; an entry leaves it only when a
@@ -171,18 +175,25 @@ impl Outbox {
                         },
                     };
                     dispatched.insert(seq);
-                    let tx = rooms.entry(room).or_insert_with(|| {
+                    let q = rooms.entry(room).or_insert_with(|| {
                         let (tx, rx) = mpsc::unbounded_channel();
+                        let held = Arc::new(AtomicUsize::new(0));
                         tracker2.spawn(room_sender(
                             store.clone(),
                             platform.clone(),
                             renderer.get().cloned(),
-                            rx,
+                            (rx, held.clone()),
                             shutdown.clone(),
                         ));
-                        tx
+                        RoomQueue { tx, held }
                     });
-                    let _ = tx.send(Dispatched { seq, msg, durable });
+                    // A room that falls behind (a rate limit, an outage)
+                    // gets the rest as numbers too.
+                    let msg = msg.filter(|_| q.held.load(Ordering::Relaxed) < ROOM_HELD_MAX);
+                    if msg.is_some() {
+                        q.held.fetch_add(1, Ordering::Relaxed);
+                    }
+                    let _ = q.tx.send(Dispatched { seq, msg, durable });
                 }
                 tokio::select! {
                     _ = shutdown.cancelled() => return,
@@ -192,6 +203,13 @@ impl Outbox {
             }
         });
     }
+}
+
+/// One room's sender: its queue, and how many of the queued messages are
+/// held in memory (the others are read from the store in turn).
+struct RoomQueue {
+    tx: mpsc::UnboundedSender<Dispatched>,
+    held: Arc<AtomicUsize>,
 }
 
 /// A message handed to its room's sender: in memory when it was just
@@ -257,7 +275,7 @@ async fn room_sender(
     store: Store,
     platform: Arc<dyn Platform>,
     renderer: Option<Arc<dyn Renderer>>,
-    mut rx: mpsc::UnboundedReceiver<Dispatched>,
+    (mut rx, held): (mpsc::UnboundedReceiver<Dispatched>, Arc<AtomicUsize>),
     shutdown: CancellationToken,
 ) {
     let mut edits: HashMap<String, PendingEdit> = HashMap::new();
@@ -270,7 +288,10 @@ async fn room_sender(
             m = rx.recv() => {
                 let Some(Dispatched { seq, msg, durable }) = m else { return };
                 let msg = match msg {
-                    Some(m) => *m,
+                    Some(m) => {
+                        held.fetch_sub(1, Ordering::Relaxed);
+                        *m
+                    }
                     None => match read_queued(&store, seq, &shutdown).await {
                         Some(m) => m,
                         // Delivered (or set aside) since it was scanned.
