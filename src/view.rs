@@ -350,7 +350,9 @@ pub fn queue_with_sla(
     let mut at_risk = [0usize; Status::ALL.len()];
     let mut ages = [0usize; 4];
     let mut unassigned: Vec<&OpenCase> = Vec::new();
-    let mut load: BTreeMap<&str, (usize, usize)> = BTreeMap::new();
+    // Hashed, sorted once at the end: a tree compared names for every
+    // assigned case (a seventh of `queue` at 100k open cases).
+    let mut load: HashMap<&str, (usize, usize)> = HashMap::new();
     for c in open {
         let st = usize::from(c.status.code());
         cells[st][prio(c.priority)] += 1;
@@ -427,6 +429,8 @@ pub fn queue_with_sla(
     }
     if !load.is_empty() {
         out.push_str("**Load**\n");
+        let mut load: Vec<_> = load.into_iter().collect();
+        load.sort_unstable_by_key(|(a, _)| *a);
         for (a, (n, waiting)) in load {
             let _ = writeln!(out, "- {a}: {n} open ({waiting} waiting on customer)");
         }

@@ -126,6 +126,47 @@ struct CaseSla {
     /// The number of the case's events the plan was made from: while the
     /// store's open-case index says the same, the plan is current.
     events: u32,
+    /// Its worst risk over time, kept beside the targets so `queue` reads
+    /// no target of 100k cases to find it ([`Sla::risks`]).
+    worst: WorstRisk,
+}
+
+/// When a case's worst target is breached and at risk
+/// (`Timestamp::MAX`: never): the maximum of [`TargetSla::risk`] over its
+/// active targets, as two instants.
+#[derive(Debug, Clone, Copy)]
+struct WorstRisk {
+    breached_at: Timestamp,
+    at_risk_at: Timestamp,
+}
+
+impl WorstRisk {
+    fn of(targets: &[TargetSla]) -> WorstRisk {
+        let never = Timestamp::MAX;
+        targets
+            .iter()
+            .filter(|t| t.due.is_some() || t.paused_left.is_some())
+            .fold(
+                WorstRisk {
+                    breached_at: never,
+                    at_risk_at: never,
+                },
+                |w, t| WorstRisk {
+                    breached_at: w.breached_at.min(t.due.unwrap_or(never)),
+                    at_risk_at: w.at_risk_at.min(t.risk_at.unwrap_or(never)),
+                },
+            )
+    }
+
+    fn at(self, now: Timestamp) -> Risk {
+        if self.breached_at <= now {
+            Risk::Breached
+        } else if self.at_risk_at <= now {
+            Risk::AtRisk
+        } else {
+            Risk::Ok
+        }
+    }
 }
 
 /// The next alert number, and the first number not yet reserved in the
@@ -304,6 +345,7 @@ impl Sla {
                     next: p.next,
                     targets: p.targets.clone().into_boxed_slice(),
                     events: u32::try_from(events).unwrap_or(u32::MAX),
+                    worst: WorstRisk::of(&p.targets),
                 },
             );
             p.next.is_some_and(|t| first.is_none_or(|f| t < f))
@@ -1013,13 +1055,8 @@ impl Sla {
         let st = self.state();
         let mut out: HashMap<CaseId, Risk> = HashMap::new();
         for (id, c) in &st.cases {
-            let worst = c
-                .targets
-                .iter()
-                .filter(|t| t.due.is_some() || t.paused_left.is_some())
-                .map(|t| t.risk(now))
-                .max();
-            if let Some(r) = worst.filter(|r| *r != Risk::Ok) {
+            let r = c.worst.at(now);
+            if r != Risk::Ok {
                 out.insert(*id, r);
             }
         }
@@ -1334,4 +1371,57 @@ fn alert_actions(alert: AlertId) -> Vec<message::Action> {
             ActionStyle::Secondary,
         ),
     ]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The two instants kept per case give the same risk as asking every
+    /// active target, at every moment around their thresholds.
+    #[test]
+    fn worst_risk_matches_the_targets_at_every_instant() {
+        let t0 = Timestamp::from_second(1_800_000_000).unwrap();
+        let at = |s: i64| t0 + SignedDuration::from_secs(s);
+        let target = |due: Option<i64>, risk_at: Option<i64>, paused: bool| TargetSla {
+            target: Target::Resolution,
+            due: due.map(at),
+            paused_left: paused.then(|| SignedDuration::from_mins(5)),
+            risk_at: risk_at.map(at),
+            alert: None,
+        };
+        let sets = [
+            vec![],
+            vec![target(Some(100), Some(60), false)],
+            vec![
+                target(Some(100), Some(80), false),
+                target(Some(300), Some(40), false),
+            ],
+            // Paused past its at-risk point; and an inactive target that
+            // does not count whatever its instants say.
+            vec![
+                target(None, Some(20), true),
+                target(None, Some(0), false),
+                target(Some(500), Some(450), false),
+            ],
+        ];
+        for targets in &sets {
+            let worst = WorstRisk::of(targets);
+            for s in (-10..=520).step_by(5).chain([59, 60, 61, 99, 100, 101]) {
+                let now = at(s);
+                let want = targets
+                    .iter()
+                    .filter(|t| t.due.is_some() || t.paused_left.is_some())
+                    .map(|t| t.risk(now))
+                    .max()
+                    .unwrap_or(Risk::Ok);
+                assert_eq!(worst.at(now), want, "{targets:?} at +{s}s");
+            }
+        }
+        // Exact to the nanosecond, not rounded to a millisecond.
+        let w = WorstRisk::of(&[target(Some(100), None, false)]);
+        let due = at(100);
+        assert_eq!(w.at(due - SignedDuration::from_nanos(1)), Risk::Ok);
+        assert_eq!(w.at(due), Risk::Breached);
+    }
 }
