@@ -16,7 +16,6 @@
 //! edit waits until the card it edits has been posted.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
@@ -44,9 +43,6 @@ const THREAD_WAITS: u32 = 20;
 pub const EDIT_INTERVAL: Duration = Duration::from_secs(1);
 /// How long an edit waits for the message it edits before it is set aside.
 const EDIT_TARGET_WAIT: Duration = Duration::from_secs(600);
-/// At most this many queued messages per room are held in memory; beyond
-/// it a room's sender reads them from the store when their turn comes.
-const ROOM_HELD_MAX: usize = 1024;
 /// How long a room's sender remembers what a message showed ([`Shown`]).
 const SHOWN_KEEP: Duration = Duration::from_secs(900);
 /// [`Shown`] is not pruned below this many messages.
@@ -112,7 +108,7 @@ impl Outbox {
         let renderer = self.renderer.clone();
         let tracker2 = tracker.clone();
         tracker.spawn(async move {
-            let mut rooms: HashMap<String, RoomQueue> = HashMap::new();
+            let mut rooms: HashMap<String, mpsc::UnboundedSender<Dispatched>> = HashMap::new();
             // Messages handed to a room sender and not yet delivered. Batches
             // from concurrent writers can land out of number order, so this
             // is a set, not a high-water mark; an entry leaves it only when a
@@ -175,25 +171,18 @@ impl Outbox {
                         },
                     };
                     dispatched.insert(seq);
-                    let q = rooms.entry(room).or_insert_with(|| {
+                    let tx = rooms.entry(room).or_insert_with(|| {
                         let (tx, rx) = mpsc::unbounded_channel();
-                        let held = Arc::new(AtomicUsize::new(0));
                         tracker2.spawn(room_sender(
                             store.clone(),
                             platform.clone(),
                             renderer.get().cloned(),
-                            (rx, held.clone()),
+                            rx,
                             shutdown.clone(),
                         ));
-                        RoomQueue { tx, held }
+                        tx
                     });
-                    // A room that falls behind (a rate limit, an outage)
-                    // gets the rest as numbers too.
-                    let msg = msg.filter(|_| q.held.load(Ordering::Relaxed) < ROOM_HELD_MAX);
-                    if msg.is_some() {
-                        q.held.fetch_add(1, Ordering::Relaxed);
-                    }
-                    let _ = q.tx.send(Dispatched { seq, msg, durable });
+                    let _ = tx.send(Dispatched { seq, msg, durable });
                 }
                 tokio::select! {
                     _ = shutdown.cancelled() => return,
@@ -203,13 +192,6 @@ impl Outbox {
             }
         });
     }
-}
-
-/// One room's sender: its queue, and how many of the queued messages are
-/// held in memory (the others are read from the store in turn).
-struct RoomQueue {
-    tx: mpsc::UnboundedSender<Dispatched>,
-    held: Arc<AtomicUsize>,
 }
 
 /// A message handed to its room's sender: in memory when it was just
@@ -275,7 +257,7 @@ async fn room_sender(
     store: Store,
     platform: Arc<dyn Platform>,
     renderer: Option<Arc<dyn Renderer>>,
-    (mut rx, held): (mpsc::UnboundedReceiver<Dispatched>, Arc<AtomicUsize>),
+    mut rx: mpsc::UnboundedReceiver<Dispatched>,
     shutdown: CancellationToken,
 ) {
     let mut edits: HashMap<String, PendingEdit> = HashMap::new();
@@ -288,10 +270,7 @@ async fn room_sender(
             m = rx.recv() => {
                 let Some(Dispatched { seq, msg, durable }) = m else { return };
                 let msg = match msg {
-                    Some(m) => {
-                        held.fetch_sub(1, Ordering::Relaxed);
-                        *m
-                    }
+                    Some(m) => *m,
                     None => match read_queued(&store, seq, &shutdown).await {
                         Some(m) => m,
                         // Delivered (or set aside) since it was scanned.
