@@ -9,8 +9,8 @@
 //! own free memory. A restart after downtime fires every missed SLA
 //! deadline from up to 128 blocking threads: with a million-case store
 //! (23k-25k alerts) the process grew to 448-487 MB with the default,
-//! 387-442 MB with 4 arenas and 358-372 MB with 2 (2 cores). Two arenas per core
-//! are the default here: one per core cost intake a tenth of its
+//! 387-442 MB with 4 arenas and 358-372 MB with 2 (2 cores). Two arenas
+//! per core are the default here: one per core cost intake a tenth of its
 //! throughput, two cost nothing measurable. `MALLOC_ARENA_MAX` in the
 //! environment still decides.
 
